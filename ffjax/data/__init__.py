@@ -1,0 +1,1 @@
+"""FF++ data: layout, video decoding, masks, crops, face detection and the input pipeline."""
