@@ -1,0 +1,118 @@
+"""Manipulation masks: binarising shipped mask frames, deriving masks, checking them, boxes.
+
+FF++ ships masks as lossy mp4 (NeuralTextures' is a shaded grey render), so a mask frame is
+binarised with a small fixed threshold on its brightest channel, then checked for nonsense.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Fractions of frame pixels outside which a fake's mask is treated as broken.
+MAX_ON_FRACTION = 0.9  # nearly all on: an inverted or blank-white mask
+MIN_ON_FRACTION = 1e-4  # nothing on: no manipulated pixels to learn from or to box
+
+# Why a mask frame is rejected (manifest reasons).
+MASK_EMPTY = "mask_empty"
+MASK_ALL_ON = "mask_all_on_or_inverted"
+
+
+def binarize_mask(frame: np.ndarray, threshold: int) -> np.ndarray:
+    """Binarises a mask frame: a pixel is on where its brightest channel exceeds `threshold`.
+
+    The brightest channel (rather than luma) keeps coloured or dim grey renders on, and a
+    threshold well above 0 drops mp4 ringing around the region.
+
+    Args:
+      frame: uint8 [H, W] or [H, W, C] mask frame.
+      threshold: 0-255; pixels strictly above it are on.
+
+    Returns:
+      uint8 [H, W] with values 0/1.
+    """
+    if frame.ndim == 3:
+        frame = frame.max(axis=-1)
+    return (frame > threshold).astype(np.uint8)
+
+
+def check_mask(mask: np.ndarray) -> str | None:
+    """Says why a fake's binary mask is nonsense, or None if it is plausible.
+
+    Args:
+      mask: uint8 [H, W] 0/1 mask of a fake frame.
+
+    Returns:
+      `MASK_EMPTY`, `MASK_ALL_ON` or None.
+    """
+    fraction = float(mask.mean()) if mask.size else 0.0
+    if fraction > MAX_ON_FRACTION:
+        return MASK_ALL_ON
+    if fraction < MIN_ON_FRACTION:
+        return MASK_EMPTY
+    return None
+
+
+def keep_large_components(mask: np.ndarray, min_relative_area: float = 0.1) -> np.ndarray:
+    """Drops connected components smaller than a fraction of the largest one.
+
+    Args:
+      mask: uint8 [H, W] 0/1.
+      min_relative_area: components below this fraction of the largest are removed.
+
+    Returns:
+      uint8 [H, W] 0/1 with only the large components.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= min_relative_area * areas.max()) + 1
+    return np.isin(labels, keep).astype(np.uint8)
+
+
+def derive_mask(fake: np.ndarray, original: np.ndarray, threshold: int) -> np.ndarray:
+    """Derives a mask from the difference between a fake frame and its target original's.
+
+    Fake and original were re-encoded separately, so the raw difference is noisy
+    everywhere; a 3x3 median (drops isolated noisy pixels without moving edges), a
+    threshold, an opening (removes specks), a closing (fills the region) and keeping the
+    large components leave the manipulated region.
+
+    Args:
+      fake: uint8 [H, W, 3] fake frame.
+      original: uint8 [H, W, 3] the same frame index of the target original.
+      threshold: 0-255 on the median-filtered per-pixel max channel difference.
+
+    Returns:
+      uint8 [H, W] 0/1 mask.
+    """
+    if fake.shape != original.shape:
+        raise ValueError(f"fake {fake.shape} and original {original.shape} frames differ in size")
+    diff = cv2.absdiff(fake, original)
+    if diff.ndim == 3:
+        diff = diff.max(axis=-1)
+    diff = cv2.medianBlur(diff, 3)
+    mask = (diff > threshold).astype(np.uint8)
+    # Kernels scale with the frame so a 64-px test frame and a 1080p frame behave alike.
+    k = max(3, (min(mask.shape) // 64) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+    return keep_large_components(mask)
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box of a mask's large components.
+
+    Args:
+      mask: uint8 [H, W] 0/1.
+
+    Returns:
+      `(x0, y0, x1, y1)` in pixel-edge coordinates (x1, y1 exclusive), or None if empty.
+    """
+    mask = keep_large_components(mask)
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
