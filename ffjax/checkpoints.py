@@ -1,0 +1,156 @@
+"""Checkpoints: the latest N for resuming, and the best one by a validation metric.
+
+Each checkpoint holds the train state (model, optimizer, step, RNG), every process's data
+iterator position (grain's orbax handler writes one file per process), and a JSON record of
+the config and the data fingerprint, so a run can be resumed exactly and audited later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+import grain
+
+_STATE, _DATA, _META = "state", "data", "meta"
+
+
+class _IteratorSnapshot:
+    """The iterator position taken when `save` is called.
+
+    Saves are asynchronous; grain's handler would read the live iterator later, after it has
+    moved on, so the position is captured up front and handed over as JSON bytes.
+    """
+
+    def __init__(self, iterator: Any):
+        self._state = json.dumps(iterator.get_state(), indent=1).encode()
+
+    def get_state(self) -> bytes:
+        return self._state
+
+
+def abstract_like(tree: Any) -> Any:
+    """Shape/dtype/sharding placeholders of `tree`: the restore target that keeps types exact."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+    """`workdir/checkpoints` (latest `keep`) and `workdir/best` (one, by `best_metric`)."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, best_metric: str | None = None, best_mode: str = "max"):
+        self.workdir = os.path.abspath(workdir)
+        self._latest = ocp.CheckpointManager(
+            os.path.join(self.workdir, "checkpoints"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+        self._best = None
+        self.best_metric = best_metric
+        if best_metric:
+            def score(metrics: dict) -> float:
+                value = metrics.get(best_metric)
+                # An undefined metric (e.g. AUC with one class absent) never wins.
+                if value is None or not math.isfinite(value):
+                    return -math.inf if best_mode == "max" else math.inf
+                return float(value)
+
+            self._best = ocp.CheckpointManager(
+                os.path.join(self.workdir, "best"),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, best_fn=score, best_mode=best_mode, keep_checkpoints_without_metrics=False, create=True
+                ),
+            )
+
+    def latest_step(self) -> int | None:
+        return self._latest.latest_step()
+
+    def save(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
+        """Saves (asynchronously) the state, this process's data position and `meta`."""
+        args = {
+            _STATE: ocp.args.StandardSave(state),
+            _META: ocp.args.JsonSave(meta),
+        }
+        if data_iterator is not None:
+            args[_DATA] = grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_iterator))
+        if not self._latest.save(step, args=ocp.args.Composite(**args), force=True):
+            logging.info("Checkpoint for step %d already exists; not overwritten.", step)
+
+    def save_best(self, step: int, state: Any, metrics: dict, meta: dict) -> None:
+        """Offers `state` to the best-by-metric manager; it keeps it only if it is the best."""
+        if self._best is None:
+            return
+        flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self._best.save(
+            step,
+            args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}),
+            metrics=flat,
+            force=True,
+        )
+
+    def restore_latest(self, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict] | None:
+        """Restores the newest checkpoint into `abstract_state`'s types and shardings.
+
+        The data iterator, if given, is moved to the saved position in place.
+
+        Returns:
+          (state, meta), or None when the workdir holds no checkpoint yet.
+        """
+        step = self._latest.latest_step()
+        if step is None:
+            return None
+        args = {_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()}
+        if data_iterator is not None:
+            args[_DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self._latest.restore(step, args=ocp.args.Composite(**args))
+        return restored[_STATE], restored[_META]
+
+    def wait(self) -> None:
+        self._latest.wait_until_finished()
+        if self._best is not None:
+            self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self._latest.close()
+        if self._best is not None:
+            self._best.close()
+
+
+def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: str = "latest") -> tuple[Any, dict, int]:
+    """Restores only the train state (no data iterator) for evaluation or prediction.
+
+    Args:
+      workdir_or_path: a training workdir (then `which` picks `latest` from checkpoints/ or
+        `best` from best/) or a directory of checkpoints.
+      abstract_state: restore target (types and shardings).
+      which: 'latest', 'best', or a step number as a string.
+
+    Returns:
+      (state, meta, step).
+    """
+    root = os.path.abspath(os.path.expanduser(workdir_or_path))
+    folder = os.path.join(root, "best" if which == "best" else "checkpoints")
+    if not os.path.isdir(folder):
+        folder = root
+    manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        step = manager.latest_step() if which in ("latest", "best") else int(which)
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"No checkpoint {'' if which in ('latest', 'best') else which + ' '}in {folder}: train first "
+                f"(`ffjax train --workdir {workdir_or_path}`) or pass the right --workdir/--checkpoint."
+            )
+        try:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()})
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {e}"
+            ) from e
+        return restored[_STATE], restored[_META], step
+    finally:
+        manager.close()

@@ -1,0 +1,38 @@
+"""`ffjax <command> ...`: one console script for every entry point.
+
+Each command lives in its own module with its own flags; this only routes to it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("ffjax.main", "train", "train (and validate) a model from a config"),
+    "eval": ("ffjax.main", "eval", "evaluate a checkpoint on a split"),
+    "build-data": ("ffjax.data.build", None, "package a local FF++ copy as a TFDS dataset"),
+    "predict": ("ffjax.predict", None, "localise manipulations in your own video or image"),
+    "demo": ("ffjax.demo", None, "end-to-end demo on real faces that ship with scikit-image"),
+    "bench": ("ffjax.bench", None, "train/eval throughput across devices, batches, precisions"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        lines = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items())
+        print(f"usage: ffjax <command> [flags]\n\ncommands:\n{lines}\n\n`ffjax <command> --help` lists a command's flags.")
+        sys.exit(0 if len(argv) >= 2 and argv[1] in ("-h", "--help") else 2)
+    module_name, mode, _ = COMMANDS[argv[1]]
+    module = importlib.import_module(module_name)
+    sub_argv = [f"ffjax {argv[1]}"] + argv[2:]
+    if mode is None:
+        module.run(sub_argv)
+    else:
+        module.run(sub_argv, mode=mode)
+
+
+if __name__ == "__main__":
+    main()

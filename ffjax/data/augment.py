@@ -1,0 +1,70 @@
+"""Training augmentations, applied identically to a face crop and its mask.
+
+They run on the host inside grain workers (numpy + OpenCV), each drawn from the generator that
+grain derives from the dataset seed and the record's position, so a resumed run sees exactly
+the same augmented examples as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Applies the configured augmentations.
+
+    Args:
+      image: uint8 [S, S, 3] RGB face crop.
+      mask: uint8 [S, S] 0/1 manipulation mask.
+      rng: per-example generator.
+      cfg: the `augment` block of the config (flip, scale_jitter, color_jitter, jpeg_prob,
+        jpeg_quality, blur_prob, blur_sigma).
+
+    Returns:
+      (image, mask) of the same shapes and dtypes.
+    """
+    # Draw every random number up front, in a fixed order, so enabling one augmentation
+    # never changes what another one draws.
+    flip, scale, crop_u, crop_v, jitter, jpeg_u, quality_u, blur_u, sigma_u = rng.random(9)
+    jitter3 = rng.uniform(-1.0, 1.0, size=3)
+    size = image.shape[0]
+
+    if cfg.flip and flip < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+
+    if cfg.scale_jitter > 0:
+        # A random square sub-window, resized back: the face's scale and position vary as
+        # they would with another detector or crop factor. Nearest for the mask keeps it binary.
+        side = int(round(size * (1.0 - cfg.scale_jitter * scale)))
+        if side < size:
+            y0 = int(crop_v * (size - side))
+            x0 = int(crop_u * (size - side))
+            image = cv2.resize(image[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_LINEAR)
+            mask = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_NEAREST)
+
+    if cfg.color_jitter > 0:
+        img = image.astype(np.float32)
+        brightness, contrast, saturation = 1.0 + cfg.color_jitter * jitter3
+        img = img * brightness
+        mean = img.mean()
+        img = (img - mean) * contrast + mean
+        gray = img.mean(axis=-1, keepdims=True)
+        img = (img - gray) * saturation + gray
+        image = np.clip(img, 0, 255).astype(np.uint8)
+
+    if cfg.blur_prob > 0 and blur_u < cfg.blur_prob:
+        lo, hi = cfg.blur_sigma
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=lo + (hi - lo) * sigma_u)
+
+    if cfg.jpeg_prob > 0 and jpeg_u < cfg.jpeg_prob:
+        # Re-compression is the distribution shift between c23 and c40 that hurts detectors most.
+        lo, hi = cfg.jpeg_quality
+        quality = int(lo + (hi - lo) * quality_u)
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)

@@ -1,0 +1,126 @@
+"""The device mesh, and how batches and state are placed on it.
+
+One mesh with a single `data` axis spans every device of every process. Batches are sharded
+along it, parameters and optimizer state are replicated: plain data parallelism written as
+`jax.jit` over a mesh (the successor of `pmap`), which runs unchanged on one CPU, eight GPUs
+or a multi-host TPU slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(config: Any = None) -> None:
+    """Starts `jax.distributed` when the run spans several processes.
+
+    Explicit settings win (``config.distributed.coordinator_address``, ``num_processes``,
+    ``process_id``); otherwise JAX's own detection is used where the environment says it is a
+    multi-process job (TPU pods, SLURM, Open MPI). Single-process runs do nothing.
+
+    Args:
+      config: the run config; only its optional ``distributed`` block is read.
+    """
+    if jax.distributed.is_initialized():
+        return
+    dist = getattr(config, "distributed", None) if config is not None else None
+    address = dist.get("coordinator_address") if dist is not None else None
+    if address:
+        if dist.get("cpu_collectives"):
+            # CPU devices of several processes need a collectives backend for any reduction.
+            jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=int(dist.num_processes),
+            process_id=int(dist.process_id),
+        )
+        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+        return
+    auto = any(
+        k in os.environ
+        for k in ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS")
+    )
+    if auto and _env_says_multi_process():
+        jax.distributed.initialize()
+
+
+def _env_says_multi_process() -> bool:
+    for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if key in os.environ and int(os.environ[key]) > 1:
+            return True
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return "," in hosts or "JAX_COORDINATOR_ADDRESS" in os.environ
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh over the first `num_devices` devices (default: all devices of all processes).
+
+    Auto axis types: parameters and batches are placed explicitly by `jit`'s shardings, and
+    Auto keeps XLA free to propagate the rest (Explicit axes turn every unannotated array into
+    a type error, see stack_notes.md).
+    """
+    devices = jax.devices()
+    if num_devices is not None:
+        if not 1 <= num_devices <= len(devices):
+            raise ValueError(f"num_devices={num_devices}, but {len(devices)} devices are visible.")
+        devices = devices[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the `data` axis, every other axis whole."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, setting: str = "config.batch_size") -> int:
+    """Returns the per-process batch size, or fails naming the setting to fix.
+
+    Args:
+      batch_size: global batch size (all devices of all processes).
+      mesh: the mesh the batch is sharded over.
+      setting: the config field the number came from, for the error message.
+    """
+    n = mesh.devices.size
+    if batch_size <= 0 or batch_size % n:
+        raise ValueError(
+            f"{setting}={batch_size} must be a positive multiple of the device count ({n}): "
+            f"every device takes an equal slice of the global batch. Try {setting}="
+            f"{max(n, (batch_size // n) * n or n)}."
+        )
+    return batch_size // jax.process_count()
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Turns this process's slice of a batch into global arrays sharded over `data`.
+
+    Each process passes only the rows it read; `make_array_from_process_local_data` stitches
+    them into one global array without any host ever holding the whole batch.
+    """
+    sharding = data_sharded(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf of `tree` (host or device arrays) replicated on the mesh."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(tree: Any) -> Any:
+    """Fetches arrays to numpy on every process, gathering shards other processes hold."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

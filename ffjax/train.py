@@ -1,0 +1,289 @@
+"""Data-parallel training: `train_and_evaluate(config, workdir)`.
+
+The step is a pure module-level function compiled once with `jax.jit` over a one-axis device
+mesh: the global batch is sharded over `data`, parameters and optimizer state are replicated
+(and donated), and BatchNorm statistics come out over the global batch because `jit` sees the
+whole batch. The same code runs on one CPU, eight GPUs or a multi-host TPU slice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import signal
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from clu import metrics as clu_metrics
+from clu import parameter_overview
+from flax import nnx
+
+from ffjax import checkpoints, losses, models, optim, sharding, writers
+from ffjax.data import pipeline
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree (what a checkpoint holds)."""
+
+    step: jax.Array
+    params: nnx.State          # nnx.Param variables
+    rest: nnx.State            # BatchNorm statistics and any other non-trainable state
+    opt_state: optax.OptState
+    rng: jax.Array             # base key; step k uses fold_in(rng, k)
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+    loss: clu_metrics.Average.from_output("loss")
+    bce: clu_metrics.Average.from_output("bce")
+    grad_norm: clu_metrics.Average.from_output("grad_norm")
+    learning_rate: clu_metrics.LastValue.from_output("learning_rate")
+
+
+def _dtype(name: str) -> Any:
+    try:
+        return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+    except KeyError:
+        raise ValueError(f"config.dtype/param_dtype={name!r}: expected float32, bfloat16 or float16.") from None
+
+
+def build_model(config: Any, seed: int = 0) -> nnx.Module:
+    """The model named by `config.model`, built eagerly (use under eval_shape or jit)."""
+    return models.create_model(
+        config.model,
+        rngs=nnx.Rngs(seed),
+        dtype=_dtype(config.dtype),
+        param_dtype=_dtype(config.param_dtype),
+        **config.model_kwargs.to_dict(),
+    )
+
+
+def validate_config(config: Any, mesh: jax.sharding.Mesh) -> None:
+    """Checks settings that would otherwise fail after minutes of compiling, naming each."""
+    if config.model not in models.MODELS:
+        raise ValueError(f"config.model={config.model!r} is not one of {sorted(models.MODELS)}.")
+    sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
+    sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    if config.grad_accum_steps < 1:
+        raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1.")
+    if config.optimizer not in optim.OPTIMIZERS:
+        raise ValueError(f"config.optimizer={config.optimizer!r} is not one of {optim.OPTIMIZERS}.")
+    _dtype(config.dtype), _dtype(config.param_dtype)
+    # Fails with the folder and the build command when the dataset is missing.
+    pipeline.dataset_dir(config.dataset.data_dir, config.dataset.name, config.dataset.config_name)
+
+
+def create_train_state(config: Any, mesh: jax.sharding.Mesh, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    """Creates the model and optimizer state directly on their devices (replicated).
+
+    `nnx.eval_shape` gives the structure without allocating; the jitted initializer then
+    writes each array straight into its replicated placement.
+    """
+    abstract = nnx.eval_shape(lambda: build_model(config, config.seed))
+    graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+
+    def init() -> TrainState:
+        model = build_model(config, config.seed)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            rest=rest,
+            opt_state=tx.init(params),
+            rng=jax.random.PRNGKey(config.seed),
+        )
+
+    state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+    return graphdef, state
+
+
+def train_step(
+    state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+    loss_cfg: Any, dtype: Any, schedule: optax.Schedule, grad_accum_steps: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a global batch. Pure: everything it uses comes in as arguments.
+
+    A non-finite loss or gradient leaves the state unchanged (so a checkpoint is never
+    poisoned) and is reported in the metrics; the host loop stops with the step named.
+    """
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    images = batch["image"].astype(dtype) / jnp.asarray(255.0, dtype)
+
+    def loss_fn(params: nnx.State):
+        model = nnx.merge(graphdef, params, state.rest)
+        if _has_rng_streams(state.rest):
+            nnx.reseed(model, dropout=step_rng)
+        logits = model(images, train=True)
+        loss, parts = losses.task_loss(model.task, logits, batch, loss_cfg)
+        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        return loss, (parts, new_rest)
+
+    (loss, (parts, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        rest=keep(new_rest, state.rest),
+        opt_state=keep(opt_state, state.opt_state),
+    )
+    # Schedules count optimizer updates, which gradient accumulation makes rarer than steps.
+    lr = schedule(state.step // grad_accum_steps)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr, **parts}
+    return new_state, metrics
+
+
+def _has_rng_streams(rest: nnx.State) -> bool:
+    return any(isinstance(v, nnx.RngState) for _, v in nnx.to_flat_state(rest))
+
+
+def compile_train_step(config: Any, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Any:
+    """`train_step` jitted with explicit shardings and the state donated."""
+    step = functools.partial(
+        train_step, graphdef=graphdef, tx=tx, loss_cfg=config.loss, dtype=_dtype(config.dtype),
+        schedule=optim.learning_rate_schedule(config), grad_accum_steps=config.grad_accum_steps,
+    )
+    repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+
+
+class _Preempted:
+    """Remembers a SIGTERM so the loop can checkpoint and exit cleanly (preemption)."""
+
+    def __init__(self):
+        self.flag = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, no preemption support
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint at the end of this step, then exiting.")
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _meta(config: Any, fingerprint: str, step: int) -> dict:
+    return {"config": config.to_dict(), "data_fingerprint": fingerprint, "step": int(step), "model": config.model}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config.model` on `config.dataset`, evaluating and checkpointing as configured.
+
+    Restarting in the same `workdir` resumes from the latest checkpoint (model, optimizer,
+    step, RNG and data position), and reaches the same parameters as an uninterrupted run on
+    the same device count.
+
+    Args:
+      config: a config from `configs/`.
+      workdir: where checkpoints, metrics.jsonl, TensorBoard files and eval reports go.
+
+    Returns:
+      The last evaluation's results (or {} if none ran).
+    """
+    from ffjax import evaluate  # the evaluator imports the trainer's state helpers
+
+    sharding.initialize_distributed(config)
+    mesh = sharding.make_mesh()
+    validate_config(config, mesh)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    per_process_batch = config.batch_size // jax.process_count()
+
+    train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
+    fingerprint = train_split.fingerprint()
+    tx = optim.make_optimizer(config)
+    graphdef, state = create_train_state(config, mesh, tx)
+    data_iter = iter(pipeline.train_dataset(train_split, config, per_process_batch))
+
+    ckpt = checkpoints.Checkpointer(
+        workdir, keep=config.keep_checkpoints, best_metric=config.best_metric, best_mode=config.best_mode
+    )
+    restored = ckpt.restore_latest(checkpoints.abstract_like(state), data_iter)
+    if restored is not None:
+        state, meta = restored
+        if meta.get("data_fingerprint") != fingerprint:
+            logging.warning(
+                "Resuming from a checkpoint made on other data (fingerprint %s, now %s): the dataset was rebuilt.",
+                meta.get("data_fingerprint"), fingerprint,
+            )
+        logging.info("Resumed from %s at step %d.", workdir, int(state.step))
+    start_step = int(jax.device_get(state.step))
+
+    writer = writers.MetricWriter(workdir)
+    if start_step == 0:
+        writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+        if jax.process_index() == 0:
+            logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params))
+
+    step_fn = compile_train_step(config, mesh, graphdef, tx)
+    evaluator = evaluate.evaluator_for(config, mesh, graphdef)
+    progress = writers.Progress(config.num_train_steps, config.batch_size, start_step)
+    train_metrics = None
+    pending = None  # (step, metrics) of the previous step: checked one step late so the host
+    #                 never waits for the device before dispatching the next step
+    results: dict = {}
+
+    with _Preempted() as preempted:
+        step = start_step
+        while step < config.num_train_steps:
+            batch = sharding.global_batch(next(data_iter), mesh)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            if pending is not None:
+                _check_finite(*pending)
+            pending = (step, metrics)
+            update = TrainMetrics.single_from_model_output(**metrics)
+            train_metrics = update if train_metrics is None else train_metrics.merge(update)
+
+            if step % config.log_every_steps == 0 or step == config.num_train_steps:
+                _check_finite(*pending)
+                writer.write_scalars(step, {f"train/{k}": v for k, v in train_metrics.compute().items()} | progress(step))
+                train_metrics = None
+            if config.eval_every_steps and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
+                results = evaluator.evaluate_split(state, config.dataset.eval_split, step=step, workdir=workdir)
+                writer.write_scalars(step, {f"eval/{k}": v for k, v in evaluate.headline(results).items()})
+                ckpt.save_best(step, state, evaluate.headline(results), _meta(config, fingerprint, step))
+            if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
+                _check_finite(*pending)
+                ckpt.save(step, state, data_iter, _meta(config, fingerprint, step))
+            if preempted.flag:
+                logging.warning("Stopped by SIGTERM at step %d; the run resumes from here.", step)
+                break
+
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    return results
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+    loss = float(jax.device_get(metrics["loss"]))
+    grad_norm = float(jax.device_get(metrics["grad_norm"]))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise FloatingPointError(
+            f"Non-finite loss or gradient at step {step} (loss={loss}, grad_norm={grad_norm}); the update was "
+            f"not applied and training stopped. Lower config.learning_rate, enable config.grad_clip_norm, or "
+            f"use config.dtype='float32'; the last checkpoint is intact."
+        )
+
+
+def count_params(state: TrainState) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
