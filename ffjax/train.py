@@ -205,13 +205,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh()
     validate_config(config, mesh)
     workdir = os.path.abspath(os.path.expanduser(workdir))
-    per_process_batch = config.batch_size // jax.process_count()
 
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
     fingerprint = train_split.fingerprint()
     tx = optim.make_optimizer(config)
     graphdef, state = create_train_state(config, mesh, tx)
-    data_iter = iter(pipeline.train_dataset(train_split, config, per_process_batch))
+    data_iter = iter(pipeline.train_dataset(train_split, config, config.batch_size))
 
     ckpt = checkpoints.Checkpointer(
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric, best_mode=config.best_mode

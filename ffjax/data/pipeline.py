@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from typing import Any, Iterator
 
 import grain
@@ -128,64 +129,122 @@ def to_example(record: dict) -> dict[str, np.ndarray]:
     }
 
 
-def read_labels(split: Split, indices: np.ndarray) -> np.ndarray:
-    """Labels of the records at `indices`, reading each record once (done once per run)."""
-    return np.asarray([int(split.source[int(i)]["label"]) for i in indices], np.int32)
+def read_labels(split: Split) -> np.ndarray:
+    """The label of every record of the split, in record order.
+
+    Reads each record once without decoding its image or mask. Cached beside the dataset
+    (or in the user's cache folder when the dataset folder is read-only).
+    """
+    name = f"labels_{split.name}_{split.fingerprint()}.npy"
+    candidates = [os.path.join(split.path, name), os.path.join(os.path.expanduser("~/.cache/ffjax"), name)]
+    for path in candidates:
+        if os.path.exists(path):
+            labels = np.load(path)
+            if len(labels) == len(split):
+                return labels
+    import tensorflow_datasets as tfds
+
+    light = tfds.builder_from_directory(split.path).as_data_source(
+        split=split.name, decoders={"image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()}
+    )
+    labels = np.fromiter((int(light[i]["label"]) for i in range(len(light))), np.int32, len(light))
+    for path in candidates:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            np.save(path, labels)
+            break
+        except OSError:
+            continue
+    return labels
 
 
 # --------------------------------------------------------------------------- training
 
 
-class _Augment(grain.transforms.RandomMap):
-    def __init__(self, cfg: Any):
-        self._cfg = cfg
+class _EpochShuffled:
+    """An endless stream of record indices from `pool`, reshuffled every epoch (seeded)."""
 
-    def random_map(self, example: dict, rng: np.random.Generator) -> dict:
-        image, mask = augment_lib.augment(example["image"], example["mask"], rng, self._cfg)
-        return {**example, "image": image, "mask": mask}
+    def __init__(self, pool: np.ndarray, seed: int):
+        self._pool = np.asarray(pool, np.int64)
+        self._seed = seed
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def __getitem__(self, position: int) -> int:
+        epoch, j = divmod(position, len(self._pool))
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, np.random.default_rng([self._seed, epoch]).permutation(self._pool))
+        return int(self._cache[1][j])
 
 
-def train_dataset(split: Split, config: Any, per_process_batch: int) -> grain.IterDataset:
-    """An endless, shuffled, augmented stream of per-process batches for training.
+class _TrainBatches:
+    """Random access to this process's rows of global training batch k.
+
+    The order of examples is defined globally (one seeded stream over the whole split) and
+    each process loads only its slice of every global batch. So the global batch at step k is
+    the same whatever the number of processes or devices: a 2-host run equals a 1-host run,
+    and a resumed run equals an uninterrupted one. Augmentation draws from a generator seeded
+    by the example's global position, for the same reason.
+    """
+
+    def __init__(self, split: Split, config: Any, global_batch: int, labels: np.ndarray | None):
+        self._source = split.source
+        self._global = global_batch
+        self._local = global_batch // jax.process_count()
+        self._offset = jax.process_index() * self._local
+        self._seed = int(config.seed)
+        self._augment = config.augment if _augment_enabled(config.augment) else None
+        if labels is None:
+            self._streams = [_EpochShuffled(np.arange(len(split)), self._seed)]
+        else:
+            # Real and fake frames alternate: every batch is exactly half real, half fake.
+            self._streams = [_EpochShuffled(np.flatnonzero(labels == c), self._seed + 1 + c) for c in (0, 1)]
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getitem__(self, k: int) -> dict[str, np.ndarray]:
+        rows = []
+        for j in range(self._local):
+            position = k * self._global + self._offset + j
+            stream = self._streams[position % len(self._streams)]
+            example = to_example(self._source[stream[position // len(self._streams)]])
+            if self._augment is not None:
+                rng = np.random.default_rng([self._seed, position])
+                example["image"], example["mask"] = augment_lib.augment(example["image"], example["mask"], rng, self._augment)
+            rows.append(example)
+        return {key: np.stack([r[key] for r in rows]) for key in BATCH_KEYS}
+
+
+def train_dataset(split: Split, config: Any, global_batch: int, labels: np.ndarray | None = None) -> grain.IterDataset:
+    """An endless, shuffled, augmented stream of this process's part of each global batch.
 
     Args:
       split: the opened training split.
       config: the run config (reads `seed`, `dataset.*`, `augment.*`).
-      per_process_batch: rows per batch that this process contributes.
+      global_batch: rows per global batch (all processes); must divide by the process count.
+      labels: per-record labels, required when `config.dataset.class_balance` (see
+        `read_labels`).
 
     Returns:
       A grain IterDataset; `iter()` of it is checkpointable with get_state()/set_state().
     """
-    indices = _process_indices(len(split))
     if config.dataset.class_balance:
-        labels = read_labels(split, indices)
-        parts = [indices[labels == c] for c in (0, 1)]
-        if any(len(p) == 0 for p in parts):
-            missing = "real" if len(parts[0]) == 0 else "fake"
-            raise ValueError(
-                f"config.dataset.class_balance=True but split {split.name!r} of {split.path} has no "
-                f"{missing} frames on process {jax.process_index()}; set it to False or rebuild the data."
-            )
-        streams = [
-            grain.MapDataset.source(_Subset(split.source, p)).shuffle(seed=config.seed + c).repeat()
-            for c, p in enumerate(parts)
-        ]
-        ds = grain.MapDataset.mix(streams, weights=[0.5, 0.5])
+        if labels is None:
+            labels = read_labels(split)
+        for c, name in ((0, "real"), (1, "fake")):
+            if not np.any(labels == c):
+                raise ValueError(
+                    f"config.dataset.class_balance=True but split {split.name!r} of {split.path} has no {name} "
+                    f"frames; set config.dataset.class_balance=False or rebuild the dataset."
+                )
     else:
-        ds = grain.MapDataset.source(_Subset(split.source, indices)).shuffle(seed=config.seed).repeat()
-    ds = ds.map(to_example)
-    if _augment_enabled(config.augment):
-        ds = ds.random_map(_Augment(config.augment), seed=config.seed)
-    ds = ds.batch(per_process_batch, drop_remainder=True)
-    it_ds = ds.to_iter_dataset()
+        labels = None
+    ds = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels)).to_iter_dataset()
     if config.dataset.num_workers > 0:
-        it_ds = it_ds.mp_prefetch(
-            grain.MultiprocessingOptions(
-                num_workers=config.dataset.num_workers,
-                per_worker_buffer_size=config.dataset.prefetch,
-            )
+        ds = ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=config.dataset.num_workers, per_worker_buffer_size=config.dataset.prefetch)
         )
-    return it_ds
+    return ds
 
 
 def _augment_enabled(cfg: Any) -> bool:
