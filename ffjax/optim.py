@@ -21,13 +21,15 @@ def learning_rate_schedule(config: Any) -> optax.Schedule:
     # Schedules count optimizer updates, which accumulation makes rarer than steps.
     updates = max(1, config.num_train_steps // config.grad_accum_steps)
     warmup = min(config.warmup_steps // config.grad_accum_steps, updates - 1)
+    if config.schedule not in ("cosine", "constant"):
+        raise ValueError(f"config.schedule={config.schedule!r}: expected 'cosine' or 'constant'.")
     if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 0), updates, end_value=0.0)
-    if config.schedule == "constant":
-        return optax.join_schedules(
-            [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)], [max(warmup, 1)]
-        )
-    raise ValueError(f"config.schedule={config.schedule!r}: expected 'cosine' or 'constant'.")
+        decay = optax.cosine_decay_schedule(peak, max(updates - warmup, 1))
+    else:
+        decay = optax.constant_schedule(peak)
+    if warmup <= 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
 def make_optimizer(config: Any) -> optax.GradientTransformation:

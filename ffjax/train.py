@@ -118,7 +118,8 @@ def train_step(
     images = batch["image"].astype(dtype) / jnp.asarray(255.0, dtype)
 
     def loss_fn(params: nnx.State):
-        model = nnx.merge(graphdef, params, state.rest)
+        # copy=True: fresh Variables at this trace level (BatchNorm mutates its statistics).
+        model = nnx.merge(graphdef, params, state.rest, copy=True)
         if _has_rng_streams(state.rest):
             nnx.reseed(model, dropout=step_rng)
         logits = model(images, train=True)
