@@ -1,0 +1,30 @@
+"""Synthetic FaceForensics++ trees for tests and for users without FF++ (`make_ffpp_tree`)."""
+
+from ffjax.testing.forgeries import DIFF_THRESHOLD, METHODS
+from ffjax.testing.regions import RegionTrack
+from ffjax.testing.subjects import default_real_subjects, draw_face
+from ffjax.testing.tree import (
+    FakeTree,
+    FakeVideo,
+    load_official_splits,
+    make_ffpp_tree,
+    official_pairs,
+)
+from ffjax.testing.videos import corrupt_file, read_video, truncate_mask_video, write_video
+
+__all__ = [
+    "DIFF_THRESHOLD",
+    "METHODS",
+    "FakeTree",
+    "FakeVideo",
+    "RegionTrack",
+    "corrupt_file",
+    "default_real_subjects",
+    "draw_face",
+    "load_official_splits",
+    "make_ffpp_tree",
+    "official_pairs",
+    "read_video",
+    "truncate_mask_video",
+    "write_video",
+]
