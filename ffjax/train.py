@@ -235,42 +235,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     step_fn = compile_train_step(config, mesh, graphdef, tx)
     evaluator = evaluate.evaluator_for(config, mesh, graphdef)
+    try:
+        with _Preempted() as preempted:
+            results = _train_loop(
+                config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, fingerprint, start_step, preempted
+            )
+    finally:
+        # Also on an exception: the last good checkpoint must finish writing.
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return results
+
+
+def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, fingerprint, start_step, preempted) -> dict:
+    """The step loop of `train_and_evaluate`: train, log, evaluate, checkpoint, stop on SIGTERM."""
+    from ffjax import evaluate
+
     progress = writers.Progress(config.num_train_steps, config.batch_size, start_step)
     train_metrics = None
-    pending = None  # (step, metrics) of the previous step: checked one step late so the host
-    #                 never waits for the device before dispatching the next step
+    pending = None  # (step, metrics) of the previous step, checked one step late so the
+    #                 host never waits for the device before dispatching the next step
     results: dict = {}
+    step = start_step
+    while step < config.num_train_steps:
+        batch = sharding.global_batch(next(data_iter), mesh)
+        state, metrics = step_fn(state, batch)
+        step += 1
+        if pending is not None:
+            _check_finite(*pending)
+        pending = (step, metrics)
+        update = TrainMetrics.single_from_model_output(**metrics)
+        train_metrics = update if train_metrics is None else train_metrics.merge(update)
 
-    with _Preempted() as preempted:
-        step = start_step
-        while step < config.num_train_steps:
-            batch = sharding.global_batch(next(data_iter), mesh)
-            state, metrics = step_fn(state, batch)
-            step += 1
-            if pending is not None:
-                _check_finite(*pending)
-            pending = (step, metrics)
-            update = TrainMetrics.single_from_model_output(**metrics)
-            train_metrics = update if train_metrics is None else train_metrics.merge(update)
-
-            if step % config.log_every_steps == 0 or step == config.num_train_steps:
-                _check_finite(*pending)
-                writer.write_scalars(step, {f"train/{k}": v for k, v in train_metrics.compute().items()} | progress(step))
-                train_metrics = None
-            if config.eval_every_steps and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
-                results = evaluator.evaluate_split(state, config.dataset.eval_split, step=step, workdir=workdir)
-                writer.write_scalars(step, {f"eval/{k}": v for k, v in evaluate.headline(results).items()})
-                ckpt.save_best(step, state, evaluate.headline(results), _meta(config, fingerprint, step))
-            if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
-                _check_finite(*pending)
-                ckpt.save(step, state, data_iter, _meta(config, fingerprint, step))
-            if preempted.flag:
-                logging.warning("Stopped by SIGTERM at step %d; the run resumes from here.", step)
-                break
-
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+        if step % config.log_every_steps == 0 or step == config.num_train_steps:
+            _check_finite(*pending)
+            writer.write_scalars(step, {f"train/{k}": v for k, v in train_metrics.compute().items()} | progress(step))
+            train_metrics = None
+        if config.eval_every_steps and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
+            results = evaluator.evaluate_split(state, config.dataset.eval_split, step=step, workdir=workdir)
+            headline = evaluate.headline(results)
+            writer.write_scalars(step, {f"eval/{k}": v for k, v in headline.items()})
+            ckpt.save_best(step, state, headline, _meta(config, fingerprint, step))
+        if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
+            _check_finite(*pending)
+            ckpt.save(step, state, data_iter, _meta(config, fingerprint, step))
+        if preempted.flag:
+            logging.warning("Stopped by SIGTERM at step %d; rerun the same command to resume.", step)
+            break
     return results
 
 

@@ -19,3 +19,27 @@ _CACHE = os.environ.get(
 )
 jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_ffpp(tmp_path_factory):
+    """A small FF++-shaped tree (5 official pairs, 4 methods, c23) written once per session."""
+    from ffjax.testing import make_ffpp_tree
+
+    root = tmp_path_factory.mktemp("ffpp")
+    return make_ffpp_tree(root, num_frames=8, frame_size=(96, 72), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_ffpp, tmp_path_factory):
+    """(data_dir, config_name) of the tiny tree packaged by the real builder: 32 px, 4 frames."""
+    from ffjax.data.build import build_dataset
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    builder = build_dataset(
+        tiny_ffpp.root, data_dir, image_size=32, frames_per_video=4, num_workers=0, verbose=False
+    )
+    return str(data_dir), builder.builder_config.name

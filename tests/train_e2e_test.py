@@ -1,0 +1,91 @@
+"""The real `train_and_evaluate` on the tiny config, on data built by the real builder."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from ffjax import checkpoints, optim, sharding, train
+from tests.train_test import load_config
+
+
+def tiny_config(tiny_dataset, **overrides):
+    data_dir, config_name = tiny_dataset
+    config = load_config("test")
+    with config.unlocked():
+        config.dataset.data_dir = data_dir
+        config.dataset.config_name = config_name
+        for key, value in overrides.items():
+            setattr(config, key, value)
+    return config
+
+
+def final_params(config, workdir):
+    mesh = sharding.make_mesh()
+    _, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
+    restored, _, step = checkpoints.restore_for_inference(workdir, checkpoints.abstract_like(state))
+    return step, jax.device_get(restored)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_and_evaluate_end_to_end(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, num_train_steps=16, log_every_steps=4, eval_every_steps=8, checkpoint_every_steps=8)
+    workdir = tmp_path / "run"
+    results = train.train_and_evaluate(config, str(workdir))
+
+    rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
+    assert [r["step"] for r in rows] == [4, 8, 12, 16]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"], rows
+    assert all(np.isfinite(r["train/loss"]) for r in rows)
+    assert rows[-1]["images_per_sec"] > 0
+
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["16", "8"]
+    assert os.listdir(workdir / "best")  # kept by config.best_metric
+    assert list((workdir / "tensorboard").iterdir())
+    eval_rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if any(k.startswith("eval/") for k in r)]
+    assert [r["step"] for r in eval_rows] == [8, 16]
+    assert results  # the last evaluation's results came back
+    assert any(name.endswith(".md") for name in os.listdir(workdir / "eval"))
+
+
+def test_interrupted_run_resumes_bit_identical(tiny_dataset, tmp_path, monkeypatch):
+    config = tiny_config(tiny_dataset, num_train_steps=6, eval_every_steps=0, checkpoint_every_steps=3)
+    train.train_and_evaluate(config, str(tmp_path / "straight"))
+
+    # Preempt the second run with SIGTERM while it takes its 5th batch: it must checkpoint
+    # step 5 and return; the restart continues from there.
+    real_global_batch = sharding.global_batch
+    calls = {"n": 0}
+
+    def preempting_global_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGTERM)
+        return real_global_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train.sharding, "global_batch", preempting_global_batch)
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", "5"]
+    monkeypatch.setattr(train.sharding, "global_batch", real_global_batch)
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+
+    step_a, a = final_params(config, str(tmp_path / "straight"))
+    step_b, b = final_params(config, str(tmp_path / "resumed"))
+    assert step_a == step_b == 6
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(x, y)  # bit-identical, not merely close
+
+
+def test_nan_loss_stops_with_the_step_named(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, learning_rate=1e30, grad_clip_norm=0.0, warmup_steps=0, num_train_steps=6, eval_every_steps=0)
+    with pytest.raises(FloatingPointError, match=r"at step \d"):
+        train.train_and_evaluate(config, str(tmp_path / "nan"))
