@@ -1,6 +1,10 @@
 """The evaluator end to end on tiny models, against scikit-learn on the same frames."""
 
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -193,3 +197,49 @@ def test_bad_batches_fail_loud(seg_run):
         evaluator.evaluate(state, [({k: v[:12] for k, v in batch.items()}, meta)])
     with pytest.raises(ValueError, match="no valid frame"):
         evaluator.evaluate(state, [({**batch, "valid": np.zeros(BATCH, bool)}, meta)])
+
+
+_WORKER = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+port, pid, out, tests_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+sys.path.insert(0, tests_dir)
+import numpy as np
+from flax import nnx
+import evaluate_test as t
+model = t.TinySeg(nnx.Rngs(0))
+half = t.BATCH // 2
+def local_batches():  # each process feeds its half of every global batch
+    for batch, meta in t._batches(t._dataset()):
+        rows = slice(pid * half, (pid + 1) * half)
+        yield {k: v[rows] for k, v in batch.items()}, {"video_id": meta["video_id"][rows]}
+mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+result = t._evaluator(model, mesh).evaluate(nnx.split(model)[1], local_batches())
+np.savez(out + f".{pid}.npz", num_videos=result.protocol["num_videos"], **result.sums)
+"""
+
+
+def test_two_processes_give_the_same_sums(seg_run, tmp_path):
+    """Two hosts (processes, gloo collectives) x 2 CPU devices each, against one process."""
+    *_, expected = seg_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = str(tmp_path / "result")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(port), str(pid), out, os.path.dirname(__file__)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for pid in (0, 1)
+    ]
+    logs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-3000:]
+    for pid in (0, 1):
+        got = np.load(f"{out}.{pid}.npz")
+        assert int(got["num_videos"]) == expected.protocol["num_videos"]
+        for key in ("frame", "hist", "pixel"):
+            np.testing.assert_array_equal(got[key], expected.sums[key])
