@@ -10,6 +10,7 @@ and the next batch's input overlap with device compute.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -317,3 +318,117 @@ class Evaluator:
             )
         video_ids += [""] * (len(valid) - len(video_ids))
         videos.add(video_ids, host["method_id"], host["compression_id"], host["label"], scores, valid)
+
+
+# --------------------------------------------------------------------------- runs on a config
+
+
+def _dataset_protocol(split) -> dict:
+    """What the builder did to the frames (from its config), for the report's protocol."""
+    config = (split.info.get("config") or {}) if isinstance(split.info, dict) else {}
+    described = split.info.get("description", "") if isinstance(split.info, dict) else ""
+    fields = {}
+    for part in str(split.info.get("configDescription", described)).split(", "):
+        key, _, value = part.partition("=")
+        fields[key.strip()] = value.strip()
+    return {
+        "dataset": f"{split.info.get('name')}/{split.info.get('configName')}:{split.info.get('version')}",
+        "frames_per_video": _maybe_number(config.get("frames_per_video", fields.get("frames_per_video"))),
+        "crop_scale": _maybe_number(config.get("crop_scale", fields.get("crop_scale"))),
+    }
+
+
+def _maybe_number(value):
+    try:
+        return float(value) if "." in str(value) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class SplitEvaluator:
+    """An `Evaluator` bound to a run config: opens splits, writes reports under workdir/eval.
+
+    The compiled step is kept across calls, so periodic validation compiles once per run.
+    """
+
+    def __init__(self, config: Any, mesh: Mesh, graphdef):
+        from ffjax import models
+
+        self.config = config
+        self.evaluator = Evaluator(
+            graphdef,
+            mesh,
+            task=models.MODELS[config.model].task,
+            threshold=config.threshold,
+            topk_fraction=config.frame_score_topk,
+            video_aggregation=config.video_aggregation,
+        )
+        self._splits: dict[str, Any] = {}
+
+    def evaluate_split(self, train_state, split: str, *, step: int, workdir: str, max_examples: int | None = None) -> EvalResult:
+        """Evaluates `train_state` (a `ffjax.train.TrainState`) on `split`, writes the report.
+
+        The report goes to `workdir/eval/eval_<split>.{json,md}`; a test-split evaluation uses
+        the threshold picked on the latest validation report, when one exists, for its
+        calibrated accuracy.
+        """
+        from ffjax.data import pipeline
+
+        if split not in self._splits:
+            self._splits[split] = pipeline.open_split(self.config.dataset, split)
+        data = self._splits[split]
+        per_process = self.config.eval_batch_size // jax.process_count()
+        outdir = os.path.join(workdir, "eval")
+        calibrated = None
+        if split != self.config.dataset.eval_split:
+            calibrated = _validation_threshold(os.path.join(outdir, f"eval_{self.config.dataset.eval_split}.json"))
+        protocol = {**_dataset_protocol(data), "checkpoint_step": int(step)}
+        result = self.evaluator.evaluate(
+            (train_state.params, train_state.rest),
+            pipeline.eval_batches(data, per_process, max_examples=max_examples),
+            calibrated_threshold=calibrated,
+            protocol=protocol,
+        )
+        os.makedirs(outdir, exist_ok=True)
+        write_report(result, outdir, split, protocol)
+        return result
+
+
+def _validation_threshold(path: str) -> float | None:
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return report.get("metrics", {}).get("all", {}).get("all", {}).get("frame", {}).get("best_threshold")
+
+
+def evaluator_for(config: Any, mesh: Mesh, graphdef) -> SplitEvaluator:
+    return SplitEvaluator(config, mesh, graphdef)
+
+
+def headline(result: EvalResult) -> dict[str, float]:
+    """The overall scalars (`frame/auc`, `pixel/iou_fake`, `video/auc`...), no breakdown rows."""
+    return {k: v for k, v in result.scalars().items() if k.count("/") == 1}
+
+
+def evaluate_checkpoint(config: Any, workdir: str, *, split: str = "test", checkpoint: str = "latest") -> EvalResult:
+    """Restores a checkpoint of the run in `workdir` and evaluates it on `split`.
+
+    Args:
+      config: the run's config (model, dataset, thresholds).
+      workdir: the training run's folder.
+      split: the dataset split to evaluate.
+      checkpoint: 'latest', 'best', or a step number.
+
+    Returns:
+      The EvalResult; the report is written to `workdir/eval/`.
+    """
+    from ffjax import checkpoints, optim, sharding, train
+
+    sharding.initialize_distributed(config)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    graphdef, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
+    state, _, step = checkpoints.restore_for_inference(workdir, checkpoints.abstract_like(state), which=checkpoint)
+    return evaluator_for(config, mesh, graphdef).evaluate_split(state, split, step=step, workdir=workdir)

@@ -6,7 +6,6 @@ mesh: the global batch is sharded over `data`, parameters and optimizer state ar
 whole batch. The same code runs on one CPU, eight GPUs or a multi-host TPU slice.
 """
 
-from __future__ import annotations
 
 import functools
 import logging
@@ -231,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if start_step == 0:
         writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
         if jax.process_index() == 0:
-            logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params))
+            logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params.to_pure_dict()))
 
     step_fn = compile_train_step(config, mesh, graphdef, tx)
     evaluator = evaluate.evaluator_for(config, mesh, graphdef)
