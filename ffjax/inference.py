@@ -1,0 +1,159 @@
+"""A training checkpoint restored for inference: the model rebuilt from its stored config.
+
+`ffjax predict` and the demo load a run directory with `load_model`; the crop settings the
+model was trained with come from `crop_settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A restored checkpoint, ready for inference.
+
+    Attributes:
+      config: the training config (from the checkpoint, or the one given).
+      graphdef: the model's static structure.
+      state: (params, rest) placed replicated on `mesh`.
+      task: 'segmentation' or 'classification'.
+      step: the checkpoint's step.
+      folder: the checkpoint folder it came from.
+      mesh: the device mesh.
+    """
+
+    config: Any
+    graphdef: Any
+    state: tuple
+    task: str
+    step: int
+    folder: Path
+    mesh: Any
+
+
+def _checkpoint_folder(workdir: Path, which: str) -> Path:
+    # The same choice as checkpoints.restore_for_inference.
+    folder = workdir / ("best" if which == "best" else "checkpoints")
+    return folder if folder.is_dir() else workdir
+
+
+def read_checkpoint_meta(workdir, which: str = "latest") -> tuple[dict, int]:
+    """The JSON record saved with a checkpoint (training config, model name, step).
+
+    Args:
+      workdir: the training run directory (or a folder of checkpoints).
+      which: 'latest', 'best' or a step number.
+
+    Returns:
+      (meta, step).
+    """
+    import orbax.checkpoint as ocp
+
+    workdir = Path(workdir).expanduser().resolve()
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"--workdir {workdir}: no such folder (the run directory `ffjax train` wrote).")
+    if which not in ("latest", "best") and not str(which).isdigit():
+        raise ValueError(f"--checkpoint={which!r}: use 'latest', 'best' or a step number.")
+    folder = _checkpoint_folder(workdir, which)
+    manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        step = manager.latest_step() if which in ("latest", "best") else int(which)
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"--workdir {workdir}: no checkpoint {'' if which in ('latest', 'best') else which + ' '}in {folder} "
+                f"(steps there: {sorted(manager.all_steps()) or 'none'}). Train first or pass the right --checkpoint."
+            )
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except (KeyError, ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{folder}/{step}: this checkpoint has no readable meta record ({e}); it was not written by ffjax.") from e
+    finally:
+        manager.close()
+    return dict(meta or {}), int(step)
+
+
+def load_model(workdir, checkpoint: str = "latest", config=None) -> LoadedModel:
+    """Restores a checkpoint's model for inference, rebuilding it from the stored config.
+
+    Args:
+      workdir: the training run directory.
+      checkpoint: 'latest', 'best' or a step number.
+      config: a config to build the model from instead of the stored one; restoring fails
+        with a message naming both when the checkpoint holds another model.
+
+    Returns:
+      The `LoadedModel`.
+    """
+    import jax
+    import ml_collections
+    from flax import nnx
+
+    from ffjax import checkpoints, models, optim, sharding, train
+
+    meta, step = read_checkpoint_meta(workdir, checkpoint)
+    workdir = Path(workdir).expanduser().resolve()
+    folder = _checkpoint_folder(workdir, checkpoint)
+    if config is None:
+        if not isinstance(meta.get("config"), dict):
+            raise ValueError(f"{folder}/{step}: the checkpoint stores no training config; pass --config (the config it was trained with).")
+        config = ml_collections.ConfigDict(meta["config"])
+        config.lock()
+    if config.model not in models.MODELS:
+        raise ValueError(f"{folder}/{step}: model {config.model!r} is not one of {sorted(models.MODELS)} (made by another ffjax version?).")
+    if jax.process_count() > 1:
+        raise ValueError("ffjax predict runs in one process; start it without jax.distributed.")
+    mesh = sharding.make_mesh()
+    tx = optim.make_optimizer(config)
+    # Shapes only: nothing is allocated until the restore writes straight into place.
+    shapes = jax.eval_shape(lambda: train.create_train_state(config, mesh, tx)[1])
+    replicated = sharding.replicated(mesh)
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+    try:
+        state, _, step = checkpoints.restore_for_inference(str(workdir), abstract, which=str(checkpoint))
+    except ValueError as e:
+        raise ValueError(
+            f"--workdir {workdir} --checkpoint {checkpoint}: the checkpoint does not hold a {config.model!r} model "
+            f"with {config.model_kwargs.to_dict()} (a checkpoint of another model or size?): {e}"
+        ) from e
+    abstract_model = nnx.eval_shape(lambda: train.build_model(config, config.seed))
+    graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
+    return LoadedModel(config, graphdef, (state.params, state.rest), abstract_model.task, int(step), folder, mesh)
+
+
+def crop_settings(config, image_size: int | None = None, crop_scale: float | None = None) -> tuple[int, float, str]:
+    """The crop size and scale the model was trained on: given values, else its dataset's.
+
+    The training config names the dataset, not its crop settings; the built dataset's
+    manifest records them. Without it (the run copied elsewhere) both must be given.
+
+    Returns:
+      (image_size, crop_scale, where they came from).
+    """
+    if image_size is not None and crop_scale is not None:
+        return int(image_size), float(crop_scale), "flags"
+    from ffjax.data import pipeline
+
+    ds = config.dataset
+    try:
+        folder = Path(pipeline.dataset_dir(ds.data_dir, ds.name, ds.config_name))
+        manifests = sorted(folder.glob("manifest_*.json"))
+        built = json.loads(manifests[0].read_text())["config"] if manifests else {}
+    except (FileNotFoundError, KeyError, ValueError):
+        folder, built = None, {}
+    if "image_size" not in built and image_size is None or "crop_scale" not in built and crop_scale is None:
+        raise ValueError(
+            f"The crop size and scale the model was trained with are unknown: its dataset "
+            f"({ds.data_dir}/{ds.name}/{ds.config_name}) is not here to read them from. Pass --image_size and "
+            f"--crop_scale (the dataset's build settings, e.g. 256 and 1.3)."
+        )
+    size = int(image_size if image_size is not None else built["image_size"])
+    scale = float(crop_scale if crop_scale is not None else built["crop_scale"])
+    return size, scale, f"dataset {folder}"
+
+
+# ----------------------------------------------------------------------------- prediction
+

@@ -1,0 +1,215 @@
+"""`ffjax predict` on generated videos, frame folders and images with a tiny checkpoint."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ffjax import checkpoints, inference, media, optim, overlay, predict, sharding, train
+from ffjax.data import crops
+from ffjax.testing import corrupt_file, default_real_subjects, make_ffpp_tree, read_video, write_video
+from tests.train_test import load_config
+
+FRAME_SIZE = (160, 120)  # faces ~50 px: dlib (upsample 1) finds the LFW subjects
+
+
+def tiny_config(tiny_dataset, **model_kwargs):
+    data_dir, config_name = tiny_dataset
+    config = load_config("test")
+    with config.unlocked():
+        config.dataset.data_dir = data_dir
+        config.dataset.config_name = config_name
+        for key, value in model_kwargs.items():
+            config.model_kwargs[key] = value
+    return config
+
+
+def save_checkpoint(config, workdir, step=3):
+    """A freshly initialised state saved the way the trainer saves it."""
+    mesh = sharding.make_mesh()
+    _, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
+    ckpt = checkpoints.Checkpointer(str(workdir))
+    ckpt.save(step, state, None, {"config": config.to_dict(), "data_fingerprint": "", "step": step, "model": config.model})
+    ckpt.wait()
+    ckpt.close()
+    return state
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny_config(tiny_dataset)
+    state = save_checkpoint(config, workdir)
+    return workdir, config, state
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+    model = inference.load_model(run_dir[0])
+    return predict.Predictor(model, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory):
+    """A generated fake with real (LFW) faces, then one frame with no face at all."""
+    root = tmp_path_factory.mktemp("faces")
+    tree = make_ffpp_tree(
+        root / "tree", pairs=[("087", "081")], methods=("FaceSwap",), num_frames=5,
+        frame_size=FRAME_SIZE, subjects=default_real_subjects()[2:4], seed=1,
+    )
+    frames = read_video(tree.video("FaceSwap", "c23", "087_081").path)
+    blank = np.full_like(frames[:1], 128)
+    # Lossless, so the test can crop the very pixels predict decodes.
+    return write_video(root / "clip.mp4", np.concatenate([frames, blank]), fps=10.0, lossless=True), frames
+
+
+def check_record(record, width, height, expected_indices):
+    assert [f["frame_index"] for f in record["frames"]] == expected_indices
+    for frame in record["frames"]:
+        assert frame["face_found"] == bool(frame["faces"])
+        for face in frame["faces"]:
+            x0, y0, x1, y1 = face["box"]
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+            assert 0.0 <= face["score"] <= 1.0
+            assert 0.0 <= face["fake_pixel_fraction"] <= 1.0
+        if frame["faces"]:
+            assert frame["score"] == max(f["score"] for f in frame["faces"])
+        else:
+            assert frame["score"] is None
+    scored = [f["score"] for f in record["frames"] if f["score"] is not None]
+    video = record["video"]
+    assert video["frames_sampled"] == len(expected_indices)
+    assert video["frames_with_face"] == len(scored)
+    if scored:
+        assert video["score"] == pytest.approx(np.mean(scored))
+        assert video["verdict"] == ("fake" if video["score"] >= record["protocol"]["threshold"] else "real")
+
+
+def test_video_json_overlay_and_scores(predictor, face_video, run_dir, tmp_path):
+    path, frames = face_video
+    height, width = frames.shape[1:3]
+    result = predictor.predict(path, tmp_path)
+    record = json.loads(result.json_path.read_text())
+    check_record(record, width, height, list(range(len(frames) + 1)))
+    # Faces are found on the generated frames, and the blank frame is recorded, not dropped.
+    assert sum(f["face_found"] for f in record["frames"][:-1]) >= len(frames) - 1
+    assert record["frames"][-1] == {"frame_index": len(frames), "name": f"{len(frames):06d}", "face_found": False, "score": None, "faces": []}
+    assert record["protocol"]["image_size"] == 32 and record["protocol"]["crop_scale"] == 1.3
+    assert record["throughput"]["frames_per_second"] > 0
+    assert result.verdict.split()[0] in ("FAKE", "REAL")
+
+    decoded = read_video(result.overlay_path)
+    assert decoded.shape == (len(frames) + 1, height, width, 3)
+    assert read_png(result.preview_path).shape == (height, width, 3)
+
+    # Each face's score is the model's on the builder's crop of that box: batching, padding
+    # and sharding over the 8 devices change nothing.
+    _, config, state = run_dir
+    model = nnx.merge(predictor.model.graphdef, state.params, state.rest)
+    for frame in record["frames"][:-1]:
+        for face in frame["faces"]:
+            crop = crops.crop_face(frames[frame["frame_index"]], None, face["box"], 1.3, 32)
+            assert face["crop_window"] == list(crop.clamped_box)
+            logits = model(jnp.asarray(crop.image[None], jnp.float32) / 255.0, train=False)
+            expected = float(jax.nn.sigmoid(jnp.sort(logits.reshape(-1))[-11:]).mean())  # top 1% of 1024
+            assert face["score"] == pytest.approx(expected, abs=1e-6)
+
+
+def read_png(path):
+    import cv2
+
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return image
+
+
+def test_frames_folder_every_n_and_single_image(predictor, face_video, tmp_path):
+    _, frames = face_video
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        media.write_image(folder / f"f_{i}.png", frame)  # f_10 would sort after f_9
+    result = predictor.predict(folder, tmp_path / "out", every_n_frames=2)
+    record = json.loads(result.json_path.read_text())
+    check_record(record, FRAME_SIZE[0], FRAME_SIZE[1], [0, 2, 4])
+    assert [f["name"] for f in record["frames"]] == ["f_0.png", "f_2.png", "f_4.png"]
+    assert sorted(p.name for p in result.overlay_path.iterdir()) == ["f_0.png", "f_2.png", "f_4.png"]
+
+    image = predictor.predict(folder / "f_1.png", tmp_path / "one")
+    record = json.loads(image.json_path.read_text())
+    check_record(record, FRAME_SIZE[0], FRAME_SIZE[1], [0])
+    assert record["kind"] == "image" and read_png(image.overlay_path).shape == (FRAME_SIZE[1], FRAME_SIZE[0], 3)
+    assert predictor.predict(folder, tmp_path / "capped", max_frames=2).record["video"]["frames_sampled"] == 2
+
+
+def test_cli_run(run_dir, face_video, tmp_path, capsys):
+    result = predict.run(["ffjax predict", "--workdir", str(run_dir[0]), "--input", str(face_video[0]),
+                          "--output", str(tmp_path), "--every_n_frames", "3", "--checkpoint", "3"])
+    assert [f["frame_index"] for f in result.record["frames"]] == [0, 3]
+    out = capsys.readouterr().out
+    assert result.verdict in out and str(result.json_path) in out
+
+
+def test_heatmap_is_pasted_at_the_crop_window():
+    frame = np.full((40, 60, 3), 100, np.uint8)
+    probs = np.zeros((8, 8), np.float32)
+    probs[:, 4:] = 1.0  # right half of the crop is fake
+    out = overlay.paste_heatmap(frame, probs, (50, -10, 70, 10))  # clamped crops can overhang
+    changed = np.any(out != frame, axis=-1)
+    assert not changed[10:].any() and not changed[:, :50].any()
+    assert changed[:10, 61:].all() and not changed[:10, 50:58].any()
+    with pytest.raises(ValueError, match="square"):
+        overlay.paste_heatmap(frame, probs, (0, 0, 10, 12))
+
+
+def test_bad_inputs_are_named(predictor, face_video, tmp_path):
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        predictor.predict(missing, tmp_path)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(face_video[0].read_bytes())
+    corrupt_file(garbage, "garbage")
+    with pytest.raises(ValueError, match="garbage.mp4.*not a video"):
+        predictor.predict(garbage, tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video")
+    with pytest.raises(ValueError, match="notes.txt"):
+        predictor.predict(text, tmp_path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png"):
+        predictor.predict(broken, tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty.*no frame images"):
+        predictor.predict(tmp_path / "empty", tmp_path)
+    with pytest.raises(ValueError, match="every_n_frames"):
+        predictor.predict(face_video[0], tmp_path, every_n_frames=0)
+    with pytest.raises(SystemExit, match="nope.mp4"):
+        predict.run(["ffjax predict", "--workdir", str(tmp_path), "--input", str(missing), "--output", str(tmp_path)])
+
+
+def test_bad_checkpoints_are_named(run_dir, tiny_dataset, tmp_path):
+    workdir, config, _ = run_dir
+    with pytest.raises(FileNotFoundError, match="no_such_run"):
+        inference.load_model(tmp_path / "no_such_run")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty_run.*no checkpoint"):
+        inference.load_model(tmp_path / "empty_run")
+    with pytest.raises(FileNotFoundError, match="no checkpoint 7"):
+        inference.load_model(workdir, checkpoint="7")
+    with pytest.raises(ValueError, match="--checkpoint='newest'"):
+        inference.load_model(workdir, checkpoint="newest")
+    # A checkpoint of another model (here: twice as wide) does not load into this one.
+    wider = tiny_config(tiny_dataset, base_width=8)
+    with pytest.raises(ValueError, match=f"{workdir}.*another model"):
+        inference.load_model(workdir, config=wider)
+    # Without its dataset, the crop settings must be given.
+    moved = load_config("test")
+    with moved.unlocked():
+        moved.dataset.data_dir = str(tmp_path / "gone")
+    with pytest.raises(ValueError, match="--image_size and --crop_scale"):
+        inference.crop_settings(moved)
+    assert inference.crop_settings(moved, 64, 1.3)[:2] == (64, 1.3)
