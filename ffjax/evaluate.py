@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -324,25 +325,18 @@ class Evaluator:
 
 
 def _dataset_protocol(split) -> dict:
-    """What the builder did to the frames (from its config), for the report's protocol."""
-    config = (split.info.get("config") or {}) if isinstance(split.info, dict) else {}
-    described = split.info.get("description", "") if isinstance(split.info, dict) else ""
-    fields = {}
-    for part in str(split.info.get("configDescription", described)).split(", "):
-        key, _, value = part.partition("=")
-        fields[key.strip()] = value.strip()
+    """What the builder did to the frames, from its config description, for the report."""
+    described = str(split.info.get("configDescription", ""))
+
+    def field(name: str, cast):
+        found = re.search(rf"\b{name}=([0-9.]+)", described)
+        return cast(found.group(1)) if found else None
+
     return {
         "dataset": f"{split.info.get('name')}/{split.info.get('configName')}:{split.info.get('version')}",
-        "frames_per_video": _maybe_number(config.get("frames_per_video", fields.get("frames_per_video"))),
-        "crop_scale": _maybe_number(config.get("crop_scale", fields.get("crop_scale"))),
+        "frames_per_video": field("frames_per_video", int),
+        "crop_scale": field("crop_scale", float),
     }
-
-
-def _maybe_number(value):
-    try:
-        return float(value) if "." in str(value) else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class SplitEvaluator:
