@@ -1,7 +1,7 @@
 r"""The FF++ baseline: XceptionNet frame classifier, 299 px, Adam 2e-4 (Rössler et al. 2019).
 
 The classification side of the paper's comparison: same data, same evaluator, a frame label
-instead of a mask. Build the data at 299 px (`ffjax build-data ... --image_size 299`).
+instead of a mask. Build the data at 299 px first (`ffjax build-data ... --image_size 299`).
 
 Run:
   ffjax train --config configs/xception_cls.py --workdir /tmp/ffjax/xception_cls
@@ -16,7 +16,7 @@ default = runpy.run_path(str(pathlib.Path(__file__).with_name("default.py")))
 
 def get_config():
     config = default["base_config"]()
-    config.dataset.config_name = "c23_299"   # the dataset built at 299 px
+    config.dataset.config_name = "c23_size299"  # built with `ffjax build-data ... --image_size 299`
     config.model = "xception"
     config.model_kwargs.num_outputs = 1      # one logit: P(fake) = sigmoid
     config.optimizer = "adamw"
