@@ -1,0 +1,249 @@
+"""Building blocks shared by the models: input normalisation, conv-BN-ReLU, separable conv.
+
+BatchNorm follows PyTorch's defaults (momentum 0.1 there is 0.9 here, epsilon 1e-5) because
+every reference architecture in this package (timm/Cadene Xception, torchvision ResNet-34,
+segmentation_models_pytorch U-Net) was trained with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx.nn import dtypes as nnx_dtypes
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
+
+# The two input conventions of the reference models.
+HALF_MEAN = (0.5, 0.5, 0.5)  # FF++ Xception / pretrainedmodels Xception
+HALF_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ResNet
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(
+    images: jax.Array, mean: Sequence[float], std: Sequence[float], dtype
+) -> jax.Array:
+    """Checks the model input contract and normalises per channel.
+
+    Args:
+      images: float RGB images in [0, 1], shape [B, H, W, 3].
+      mean: per-channel mean subtracted (length 3).
+      std: per-channel standard deviation divided by (length 3).
+      dtype: computation dtype of the result.
+
+    Returns:
+      (images - mean) / std as `dtype`, shape [B, H, W, 3].
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"models take RGB images shaped [B, H, W, 3]; got shape {tuple(images.shape)}"
+        )
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(
+            f"models take float images in [0, 1]; got dtype {images.dtype}: convert uint8 "
+            "pixels with images.astype(jnp.float32) / 255 first"
+        )
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
+def batch_norm(num_features: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    """BatchNorm with the PyTorch defaults shared by every reference model.
+
+    Args:
+      num_features: channels normalised (last axis).
+      dtype: computation dtype.
+      param_dtype: dtype of scale and bias.
+      rngs: parameter RNG streams.
+
+    Returns:
+      An `nnx.BatchNorm`; call it with `use_running_average=not train`.
+    """
+    return nnx.BatchNorm(
+        num_features,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour 2x upsampling of [B, H, W, C] to [B, 2H, 2W, C]."""
+    b, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+    return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def check_divisible(images: jax.Array, factor: int, model_name: str) -> None:
+    """Raises a clear error when H or W cannot be halved `log2(factor)` times exactly."""
+    h, w = images.shape[1:3]
+    if h % factor or w % factor:
+        raise ValueError(
+            f"{model_name} needs H and W divisible by {factor} so its skip connections line "
+            f"up; got {h}x{w}: resize or crop the images (e.g. 256 or 288)"
+        )
+
+
+class ConvBNReLU(nnx.Module):
+    """Convolution without bias, BatchNorm, optional ReLU (PyTorch-style symmetric padding)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        *,
+        padding: int | None = None,
+        relu: bool = True,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        """Builds the layer.
+
+        Args:
+          in_features: input channels.
+          out_features: output channels.
+          kernel_size: square kernel side.
+          stride: spatial stride.
+          padding: symmetric zero padding; default kernel_size // 2, which keeps an even input
+            side H at exactly H / stride (PyTorch's convention, unlike 'SAME' at stride 2).
+          relu: apply ReLU after BatchNorm.
+          rngs: parameter RNG streams.
+          dtype: computation dtype.
+          param_dtype: parameter dtype.
+        """
+        pad = kernel_size // 2 if padding is None else padding
+        self.conv = nnx.Conv(
+            in_features,
+            out_features,
+            (kernel_size, kernel_size),
+            strides=stride,
+            padding=((pad, pad), (pad, pad)),
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.bn = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.relu = relu
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = self.bn(self.conv(x), use_running_average=not train)
+        return nnx.relu(x) if self.relu else x
+
+
+def resolve_depthwise_impl(impl: str) -> str:
+    """Maps 'auto' to the fast depthwise formulation for the default JAX backend.
+
+    Args:
+      impl: 'auto', 'grouped' or 'shifted'.
+
+    Returns:
+      'shifted' on CPU (XLA:CPU's grouped convolution is ~10x slower there, above all in the
+      backward pass), 'grouped' on GPU/TPU, or `impl` itself when it is not 'auto'.
+    """
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS}; got {impl!r}")
+    if impl == "auto":
+        return "shifted" if jax.default_backend() == "cpu" else "grouped"
+    return impl
+
+
+def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'same' depthwise convolution as a sum of shifted slices times channel weights.
+
+    Plain autodiff is used for the backward pass: a hand-written VJP (flipped-kernel shifted
+    sum for the input, nine multiply-reduces for the kernel) measured no faster on XLA:CPU
+    inside a conv-BN-ReLU chain.
+
+    Args:
+      x: input [B, H, W, C].
+      kernel: depthwise kernel [kh, kw, 1, C] (the layout of `nnx.Conv` with
+        feature_group_count=C), kh and kw odd.
+
+    Returns:
+      [B, H, W, C], equal to the grouped convolution with symmetric padding (k - 1) / 2.
+    """
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            term = xp[:, i : i + h, j : j + w, :] * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+class SeparableConv(nnx.Module):
+    """Depthwise kxk (no bias) then pointwise 1x1 (no bias), stride 1, 'same' size.
+
+    Both depthwise formulations read the same `depthwise.kernel` parameter, so a checkpoint
+    written with one loads into the other.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        depthwise_impl: str = "auto",
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        """Builds the layer.
+
+        Args:
+          in_features: input channels (one depthwise filter each).
+          out_features: output channels of the pointwise convolution.
+          kernel_size: odd depthwise kernel side.
+          depthwise_impl: 'auto', 'grouped' (feature_group_count conv) or 'shifted'.
+          rngs: parameter RNG streams.
+          dtype: computation dtype.
+          param_dtype: parameter dtype.
+        """
+        if kernel_size % 2 != 1:
+            raise ValueError(f"SeparableConv needs an odd kernel_size; got {kernel_size}")
+        pad = kernel_size // 2
+        self.depthwise = nnx.Conv(
+            in_features,
+            in_features,
+            (kernel_size, kernel_size),
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=in_features,
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.pointwise = nnx.Conv(
+            in_features,
+            out_features,
+            (1, 1),
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.depthwise_impl = resolve_depthwise_impl(depthwise_impl)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.depthwise_impl == "grouped":
+            x = self.depthwise(x)
+        else:
+            x, kernel = nnx_dtypes.promote_dtype((x, self.depthwise.kernel[...]), dtype=self.dtype)
+            x = depthwise_conv_shifted(x, kernel)
+        return self.pointwise(x)

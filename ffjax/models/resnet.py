@@ -1,0 +1,118 @@
+"""ResNet-34 backbone (He et al. 2016), layer for layer as torchvision's `resnet34` minus fc.
+
+Used as the encoder of `ResNet34UNet`, with the skips that segmentation_models_pytorch takes:
+stride 2 (after conv1/bn1/relu), 4 (layer1), 8 (layer2), 16 (layer3), 32 (layer4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ffjax.models.layers import ConvBNReLU
+
+RESNET34_BLOCKS = (3, 4, 6, 3)
+
+
+class BasicBlock(nnx.Module):
+    """Two 3x3 conv-BN layers plus the identity (or a strided 1x1 conv-BN), then ReLU."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        stride: int = 1,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        """Builds the block.
+
+        Args:
+          in_features: input channels.
+          out_features: output channels.
+          stride: stride of the first conv (2 opens a stage).
+          rngs: parameter RNG streams.
+          dtype: computation dtype.
+          param_dtype: parameter dtype.
+        """
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = ConvBNReLU(in_features, out_features, 3, stride, **kw)
+        self.conv2 = ConvBNReLU(out_features, out_features, 3, 1, relu=False, **kw)
+        if stride != 1 or in_features != out_features:
+            self.downsample = ConvBNReLU(
+                in_features, out_features, 1, stride, padding=0, relu=False, **kw
+            )
+        else:
+            self.downsample = None
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = self.conv2(self.conv1(x, train), train)
+        skip = x if self.downsample is None else self.downsample(x, train)
+        return nnx.relu(y + skip)
+
+
+class ResNetBackbone(nnx.Module):
+    """A BasicBlock ResNet without pooling head; the default is ResNet-34."""
+
+    def __init__(
+        self,
+        *,
+        stage_blocks: Sequence[int] = RESNET34_BLOCKS,
+        width: float = 1.0,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        """Builds the backbone.
+
+        Args:
+          stage_blocks: BasicBlocks in layer1..layer4; (3, 4, 6, 3) is ResNet-34.
+          width: channel multiplier on (64, 128, 256, 512); 1.0 is the reference.
+          rngs: parameter RNG streams.
+          dtype: computation dtype.
+          param_dtype: parameter dtype.
+        """
+        if len(stage_blocks) != 4 or min(stage_blocks) < 1:
+            raise ValueError(
+                f"ResNet stage_blocks must be four counts >= 1 (ResNet-34: {RESNET34_BLOCKS}); "
+                f"got {tuple(stage_blocks)}"
+            )
+        if not width > 0:
+            raise ValueError(f"ResNet width must be > 0 (1.0 is the reference); got {width}")
+        widths = [max(1, round(n * width)) for n in (64, 128, 256, 512)]
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.stem = ConvBNReLU(3, widths[0], 7, 2, padding=3, **kw)
+        layers = []
+        cin = widths[0]
+        for i, (n, cout) in enumerate(zip(stage_blocks, widths)):
+            stride = 1 if i == 0 else 2
+            blocks = [BasicBlock(cin, cout, stride, **kw)]
+            blocks += [BasicBlock(cout, cout, 1, **kw) for _ in range(n - 1)]
+            layers.append(nnx.List(blocks))
+            cin = cout
+        self.layers = nnx.List(layers)
+        self.feature_channels = (widths[0], *widths)
+
+    def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
+        """Computes the feature pyramid.
+
+        Args:
+          x: normalised images [B, H, W, 3].
+          train: training mode for BatchNorm.
+
+        Returns:
+          Five maps at strides 2, 4, 8, 16, 32 with `feature_channels` channels.
+        """
+        x = self.stem(x, train)
+        features = [x]
+        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for layer in self.layers:
+            for block in layer:
+                x = block(x, train)
+            features.append(x)
+        return features

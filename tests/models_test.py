@@ -1,0 +1,309 @@
+"""Tests for ffjax.models: exact parameter counts, shapes, training, scores, depthwise forms."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from ffjax.models import (
+    MODELS,
+    create_model,
+    flops_per_image,
+    frame_score,
+)
+from ffjax.models.layers import SeparableConv, resolve_depthwise_impl
+from ffjax.models.resnet import ResNetBackbone
+from ffjax.models.xception import XceptionBackbone
+
+# Trainable parameter counts of the PyTorch references (BN scale and bias counted, running
+# statistics not): timm legacy_xception with one output; smp Unet('xception') and
+# Unet('resnet34'); milesial/Pytorch-UNet (bilinear=False, 3 in, 1 out) for the paper U-Net.
+REFERENCE_PARAMS = {
+    "xception": 20_809_001,
+    "unet": 31_037_633,
+    "unet_xception": 28_769_401,
+    "unet_resnet34": 24_436_369,
+}
+
+TINY = {
+    "xception": dict(width=1 / 16, middle_blocks=1),
+    "unet": dict(depth=2, base_width=4),
+    "unet_xception": dict(encoder_width=1 / 16, middle_blocks=1, decoder_channels=(16, 8, 8, 4, 4)),
+    "unet_resnet34": dict(
+        encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), decoder_channels=(16, 8, 8, 4, 4)
+    ),
+}
+
+
+def _rngs(seed):
+    # Initialising for real compiles each new parameter shape's sampler: ~1 s apiece with the
+    # default threefry PRNG on XLA:CPU, ~5x less with 'rbg'; the tests do not care which.
+    return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+def _abstract(name, **kwargs):
+    return nnx.eval_shape(lambda: create_model(name, rngs=nnx.Rngs(0), **kwargs))
+
+
+def _num_params(model):
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _output_shape(model, shape, train=False):
+    graphdef, state = nnx.split(model)
+    fn = lambda state, x: nnx.merge(graphdef, state)(x, train=train)
+    return jax.eval_shape(fn, state, jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+def _images(seed, shape):
+    return jax.random.uniform(jax.random.key(seed), shape)
+
+
+def _unet_params_formula(depth, base_width):
+    """Independent count: 3x3 conv (no bias) + BN per conv, 2x2 up-conv with bias, 1x1 head."""
+    widths = [base_width * 2**i for i in range(depth + 1)]
+    conv_bn = lambda cin, cout: 9 * cin * cout + 2 * cout
+    total = 0
+    for cin, cout in zip([3, *widths[:-1]], widths):
+        total += conv_bn(cin, cout) + conv_bn(cout, cout)
+    for i in range(depth):
+        total += 4 * widths[i + 1] * widths[i] + widths[i]
+        total += conv_bn(2 * widths[i], widths[i]) + conv_bn(widths[i], widths[i])
+    return total + widths[0] + 1
+
+
+def test_create_model_rejects_unknown_name_and_lists_valid_ones():
+    with pytest.raises(ValueError, match="unet_resnet34"):
+        create_model("resnet", rngs=nnx.Rngs(0))
+    assert set(MODELS) == set(REFERENCE_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_reference_parameter_counts(name):
+    assert _num_params(_abstract(name)) == REFERENCE_PARAMS[name]
+
+
+@pytest.mark.parametrize("depth,base_width", [(4, 64), (2, 4), (3, 8)])
+def test_unet_parameter_count_matches_formula(depth, base_width):
+    model = _abstract("unet", depth=depth, base_width=base_width)
+    assert _num_params(model) == _unet_params_formula(depth, base_width)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+@pytest.mark.parametrize("size", [64, 96])
+def test_reference_output_shapes(name, size):
+    model = _abstract(name)
+    out = _output_shape(model, (2, size, size, 3))
+    expected = (2, 1) if model.task == "classification" else (2, size, size, 1)
+    assert out.shape == expected and out.dtype == jnp.float32
+
+
+def test_xception_at_299():
+    model = _abstract("xception", num_outputs=2)
+    assert _output_shape(model, (3, 299, 299, 3)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("size", [64, 96])
+@pytest.mark.parametrize(
+    "backbone,channels",
+    [(XceptionBackbone, (64, 128, 256, 728, 2048)), (ResNetBackbone, (64, 64, 128, 256, 512))],
+)
+def test_encoder_feature_maps_are_exactly_h_over_stride(backbone, channels, size):
+    model = nnx.eval_shape(lambda: backbone(rngs=nnx.Rngs(0)))
+    assert model.feature_channels == channels
+    graphdef, state = nnx.split(model)
+    features = jax.eval_shape(
+        lambda s, x: nnx.merge(graphdef, s)(x, train=False),
+        state,
+        jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
+    )
+    shapes = [f.shape for f in features]
+    assert shapes == [(1, size // s, size // s, c) for s, c in zip((2, 4, 8, 16, 32), channels)]
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_models_run(name):
+    # Shapes at 64 and 96 are covered abstractly above; one real run checks the numerics.
+    model = create_model(name, rngs=_rngs(0), **TINY[name])
+    out = nnx.jit(lambda m, x: m(x, train=False))(model, _images(0, (2, 64, 64, 3)))
+    expected = (2, 1) if model.task == "classification" else (2, 64, 64, 1)
+    assert out.shape == expected and out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def _bce_loss(model, images, targets, train=True):
+    logits = model(images, train=train)
+    return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+
+
+@pytest.mark.parametrize("name", ["unet", "xception"])
+def test_one_sgd_step_lowers_the_loss(name):
+    model = create_model(name, rngs=_rngs(0), **TINY[name])
+    optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
+    # 64 px keeps Xception's stride-32 map at 2x2, so BatchNorm there sees 16 values, not 4.
+    images = _images(1, (4, 64, 64, 3))
+    if model.task == "segmentation":
+        targets = (images[..., :1] > 0.5).astype(jnp.float32)
+    else:
+        targets = jnp.array([[0.0], [1.0], [0.0], [1.0]])
+
+    @nnx.jit
+    def step(model, optimizer, images, targets):
+        loss, grads = nnx.value_and_grad(_bce_loss)(model, images, targets)
+        optimizer.update(model, grads)
+        return loss
+
+    before = nnx.state(model, nnx.BatchStat)
+    before = jax.tree.map(jnp.copy, before)
+    loss0 = step(model, optimizer, images, targets)
+    loss1 = step(model, optimizer, images, targets)  # the loss after the first update
+    assert float(loss1) < float(loss0)
+    # Training mode must move the running statistics that evaluation uses.
+    moved = jax.tree.map(
+        lambda a, b: bool(jnp.any(a != b)), before, nnx.state(model, nnx.BatchStat)
+    )
+    assert all(jax.tree.leaves(moved))
+
+
+def test_depthwise_auto_resolves_by_backend_and_rejects_unknown():
+    assert resolve_depthwise_impl("auto") == (
+        "shifted" if jax.default_backend() == "cpu" else "grouped"
+    )
+    with pytest.raises(ValueError, match="depthwise_impl"):
+        resolve_depthwise_impl("fast")
+
+
+def test_separable_conv_grouped_and_shifted_agree_with_gradients():
+    grouped = SeparableConv(6, 5, 3, depthwise_impl="grouped", rngs=_rngs(0))
+    shifted = SeparableConv(6, 5, 3, depthwise_impl="shifted", rngs=_rngs(1))
+    nnx.update(shifted, nnx.state(grouped))
+    x = jax.random.normal(jax.random.key(2), (2, 9, 7, 6))
+    target = jax.random.normal(jax.random.key(3), (2, 9, 7, 5))
+
+    @nnx.jit
+    def forward_and_grads(layer, x):
+        loss = lambda layer, x: jnp.sum(jnp.sin(layer(x)) * target)
+        return layer(x), nnx.grad(loss, argnums=(0, 1))(layer, x)
+
+    (g_out, (g_params, g_x)), (s_out, (s_params, s_x)) = (
+        forward_and_grads(grouped, x),
+        forward_and_grads(shifted, x),
+    )
+    np.testing.assert_allclose(g_out, s_out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g_x, s_x, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_params), jax.tree.leaves(s_params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_xception_depthwise_forms_share_checkpoints_and_agree():
+    kwargs = dict(TINY["xception"], rngs=_rngs(0))
+    grouped = create_model("xception", depthwise_impl="grouped", **kwargs)
+    shifted = create_model("xception", depthwise_impl="shifted", **dict(kwargs, rngs=_rngs(1)))
+    # Same parameter tree: a checkpoint written with one form restores into the other.
+    assert jax.tree.structure(nnx.state(grouped)) == jax.tree.structure(nnx.state(shifted))
+    nnx.update(shifted, nnx.state(grouped))
+    # Evaluation mode: training-mode BatchNorm over 2 values per channel at the 1x1 stride-32
+    # map would amplify float reassociation noise; the gradient equality is checked per layer.
+    images = _images(4, (2, 64, 64, 3))
+    forward = nnx.jit(lambda m, x: m(x, train=False))
+    np.testing.assert_allclose(forward(grouped, images), forward(shifted, images), rtol=1e-4, atol=1e-5)
+
+
+def _primitive_input_dtypes(jaxpr, names):
+    """Input dtypes of every equation named in `names`, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in names:
+            found.append({v.aval.dtype for v in eqn.invars})
+        for param in eqn.params.values():
+            sub = getattr(param, "jaxpr", param)
+            if hasattr(sub, "eqns"):
+                found += _primitive_input_dtypes(sub, names)
+    return found
+
+
+@pytest.mark.parametrize("name,extra", [("unet", {}), ("xception", {"depthwise_impl": "grouped"})])
+def test_bf16_compute_with_fp32_params(name, extra):
+    model = create_model(
+        name, rngs=_rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32, **TINY[name], **extra
+    )
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
+    images = _images(5, (1, 32, 32, 3))
+    closed = jax.make_jaxpr(lambda x: model(x, train=False))(images)
+    dtypes = _primitive_input_dtypes(closed.jaxpr, {"conv_general_dilated", "dot_general"})
+    assert dtypes and all(d == {jnp.dtype(jnp.bfloat16)} for d in dtypes)
+    assert closed.out_avals[0].dtype == jnp.float32
+
+
+def test_models_reject_bad_inputs_with_clear_errors():
+    model = create_model("unet", rngs=_rngs(0), **TINY["unet"])
+    with pytest.raises(TypeError, match="/ 255"):
+        model(jnp.zeros((1, 32, 32, 3), jnp.uint8), train=False)
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
+        model(jnp.zeros((1, 32, 32, 1)), train=False)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(jnp.zeros((1, 30, 32, 3)), train=False)
+    seg = _abstract("unet_resnet34")
+    with pytest.raises(ValueError, match="divisible by 32"):
+        _output_shape(seg, (1, 80, 80, 3))
+
+
+def test_frame_score_classifier_paths():
+    one = jnp.array([[-2.0], [0.0], [3.0]])
+    np.testing.assert_allclose(frame_score(one, "classification"), jax.nn.sigmoid(one[:, 0]))
+    two = jnp.array([[1.0, -1.0], [0.0, 2.0]])
+    np.testing.assert_allclose(
+        frame_score(two, "classification"), jax.nn.softmax(two, axis=-1)[:, 1], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"\[B, 1\]"):
+        frame_score(jnp.zeros((2, 3)), "classification")
+    with pytest.raises(ValueError, match="task"):
+        frame_score(one, "detection")
+
+
+def test_frame_score_top_k_counts_a_small_region():
+    logits = jnp.full((2, 10, 10, 1), -30.0)
+    logits = logits.at[0, 2:5, 4, 0].set(30.0)  # 3 of 100 pixels manipulated
+    score = lambda f: np.asarray(frame_score(logits, "segmentation", topk_fraction=f))
+    np.testing.assert_allclose(score(0.03), [1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(score(0.05), [0.6, 0.0], atol=1e-6)  # k = 5: 3 on, 2 off
+    np.testing.assert_allclose(score(1.0), [0.03, 0.0], atol=1e-6)  # the plain mean
+    np.testing.assert_allclose(score(1e-9), [1.0, 0.0], atol=1e-6)  # at least one pixel
+
+
+def test_frame_score_matches_numpy_under_jit_and_stays_in_range():
+    logits = 5 * jax.random.normal(jax.random.key(6), (3, 16, 16, 1))
+    logits = logits.at[2].set(1e4).at[1, 0, 0, 0].set(-1e4)
+    fraction = 0.1
+    scorer = jax.jit(frame_score, static_argnames=("task", "topk_fraction"))
+    got = np.asarray(scorer(logits, "segmentation", topk_fraction=fraction))
+    k = math.ceil(fraction * 256)
+    probs = 0.5 * (1 + np.tanh(np.asarray(logits, np.float64).reshape(3, -1) / 2))
+    expected = np.sort(probs, axis=1)[:, -k:].mean(axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.all((got >= 0) & (got <= 1)) and got[2] == 1.0
+
+
+def test_frame_score_rejects_bad_fractions_and_shapes():
+    logits = jnp.zeros((1, 8, 8, 1))
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="topk_fraction"):
+            frame_score(logits, "segmentation", topk_fraction=bad)
+    with pytest.raises(TypeError, match="static"):
+        jax.jit(lambda f: frame_score(logits, "segmentation", topk_fraction=f))(0.1)
+    with pytest.raises(ValueError, match=r"\[B, H, W, 1\]"):
+        frame_score(jnp.zeros((1, 8, 8)), "segmentation")
+
+
+def test_flops_per_image_scales_with_area():
+    small = flops_per_image("unet", 32, depth=1, base_width=2)
+    large = flops_per_image("unet", 64, depth=1, base_width=2)
+    # Lower bound: the convolutions' multiply-adds alone (3x3: 3->2, 2->2, 4->2, 2->2 at full
+    # size; 2->4, 4->4 at half size; up-conv 4->2 at half size; 1x1 head).
+    macs = 32 * 32 * (9 * (6 + 4 + 8 + 4) + 2) + 16 * 16 * (9 * (8 + 16) + 4 * 8)
+    assert 2 * macs <= small < 4 * macs
+    assert large == pytest.approx(4 * small, rel=0.05)
