@@ -20,7 +20,15 @@ def test_check_mask_flags_empty_and_inverted():
     assert masks.check_mask(mask) == masks.MASK_EMPTY
     mask[5:10, 5:10] = 1
     assert masks.check_mask(mask) is None
-    assert masks.check_mask(1 - mask) == masks.MASK_ALL_ON
+    assert masks.check_mask(np.ones_like(mask)) == masks.MASK_ALL_ON
+    # An inverted rectangle is only ~75 % on, but covers the whole frame outline.
+    rect = np.zeros((20, 20), np.uint8)
+    rect[5:15, 7:15] = 1
+    assert masks.check_mask(rect) is None
+    assert masks.check_mask(1 - rect) == masks.MASK_ALL_ON
+    # A face region touching one edge is fine.
+    rect[5:20, 0:15] = 1
+    assert masks.check_mask(rect) is None
 
 
 def test_mask_box_ignores_specks():
