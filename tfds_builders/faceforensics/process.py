@@ -1,0 +1,261 @@
+"""Turning one group (a target original and its fakes) into dataset examples.
+
+Runs in worker processes: imports only numpy, OpenCV and ffjax.data. Every frame that is not
+turned into an example is recorded under a reason, naming its file (`path@frame`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from ffjax.data import crops, faces, ffpp, masks, video
+from tfds_builders.faceforensics import plan as plan_lib
+
+# Where the one face box per (target, frame) comes from, best first: tracked face regions
+# before the swap outputs, and the Deepfakes rectangle (much larger than the face) last.
+BOX_PREFERENCE = (
+    "Face2Face",
+    "FaceSwap",
+    "NeuralTextures",
+    "DeepFakeDetection",
+    "FaceShifter",
+    "Deepfakes",
+)
+DETECTOR = "detector"
+
+# Manifest reasons decided while decoding.
+VIDEO_UNREADABLE = "video_unreadable"
+FRAME_UNREADABLE = "frame_unreadable"
+FRAME_SIZE_MISMATCH = "frame_size_mismatch"
+MASK_VIDEO_UNREADABLE = "mask_video_unreadable"
+MASK_FRAME_MISSING = "mask_frame_missing"
+MASK_SIZE_MISMATCH = "mask_size_mismatch"
+NO_ORIGINAL_FRAME = "no_original_frame_to_derive_mask"
+NO_FACE_BOX = "no_face_box"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The build settings a worker needs (a picklable slice of the builder config)."""
+
+    frames_per_video: int
+    image_size: int
+    crop_scale: float
+    mask_threshold: int
+    diff_threshold: int
+    face_detector_fallback: bool
+
+
+@dataclasses.dataclass
+class GroupResult:
+    """Examples of one group and the bookkeeping for the manifest.
+
+    Attributes:
+      target: the group's target original.
+      examples: `(key, example)` pairs; keys are `video_id/frame` (6 digits).
+      kept: video_id -> kept frame indices.
+      skipped: reason -> `path` or `path@frame` entries.
+      mask_pixels: method -> [mask pixels on, pixels] over the kept crops.
+      mask_sources: `shipped`/`derived`/`none` -> examples.
+      box_sources: method (or `detector`) the face box came from -> examples.
+      frames_decoded: video and mask frames decoded.
+    """
+
+    target: str
+    examples: list = dataclasses.field(default_factory=list)
+    kept: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    mask_pixels: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    mask_sources: dict[str, int] = dataclasses.field(default_factory=dict)
+    box_sources: dict[str, int] = dataclasses.field(default_factory=dict)
+    frames_decoded: int = 0
+
+    def skip(self, reason: str, path, frame: int | None = None) -> None:
+        """Records one skipped file (frame None) or one skipped frame of it."""
+        entry = str(path) if frame is None else f"{path}@{int(frame)}"
+        self.skipped.setdefault(reason, []).append(entry)
+
+
+def _read(result: GroupResult, path, indices, reason: str) -> dict[int, np.ndarray] | None:
+    """Reads frames, recording the whole file under `reason` if it cannot be decoded."""
+    try:
+        frames = video.read_frames(path, indices)
+    except (video.VideoError, cv2.error):
+        frames = {}
+    if not frames:
+        result.skip(reason, path)
+        return None
+    result.frames_decoded += len(frames)
+    return frames
+
+
+def _decode_videos(task: plan_lib.GroupTask, options: Options, result: GroupResult):
+    """Decodes the same sampled frames of every video of the group.
+
+    Returns:
+      `{video_id: {frame_index: rgb frame}}` for the videos that decoded.
+    """
+    refs = ([task.original] if task.original else []) + [f.ref for f in task.fakes]
+    infos = {}
+    for ref in refs:
+        try:
+            infos[ref.video_id] = video.probe_video(ref.path)
+        except (video.VideoError, cv2.error):
+            result.skip(VIDEO_UNREADABLE, ref.path)
+    if not infos:
+        return {}
+    # Fakes are rendered on their target's frames, so all share its size; one that does not
+    # cannot share the group's boxes or be compared with the original.
+    reference = next(iter(infos.values()))
+    usable = []
+    for ref in refs:
+        info = infos.get(ref.video_id)
+        if info is None:
+            continue
+        if (info.height, info.width) != (reference.height, reference.width):
+            result.skip(FRAME_SIZE_MISMATCH, ref.path)
+            continue
+        usable.append(ref)
+    # One set of indices for the whole group, within the shortest video, so a fake and its
+    # original are sampled at exactly the same frames.
+    num_frames = min(infos[ref.video_id].num_frames for ref in usable)
+    indices = video.sample_frame_indices(num_frames, options.frames_per_video)
+    decoded = {}
+    for ref in usable:
+        frames = _read(result, ref.path, indices, VIDEO_UNREADABLE)
+        if frames is None:
+            continue
+        for index in indices:
+            if int(index) not in frames:
+                result.skip(FRAME_UNREADABLE, ref.path, index)
+        decoded[ref.video_id] = frames
+    return decoded
+
+
+def _fake_masks(fake: plan_lib.FakeVideo, frames, original_frames, options, result):
+    """Binary masks of a fake's decoded frames, from its mask video or derived.
+
+    Returns:
+      `({frame_index: uint8 0/1 mask}, source)` with only the frames whose mask is usable.
+    """
+    out = {}
+    if fake.mask_path is not None:
+        mask_frames = _read(result, fake.mask_path, sorted(frames), MASK_VIDEO_UNREADABLE)
+        if mask_frames is None:
+            return out, "shipped"
+    for index, frame in sorted(frames.items()):
+        if fake.mask_path is not None:
+            # Never borrow another frame's mask: a mask video shorter than its video loses
+            # exactly the frames it lacks.
+            if index not in mask_frames:
+                result.skip(MASK_FRAME_MISSING, fake.mask_path, index)
+                continue
+            if mask_frames[index].shape[:2] != frame.shape[:2]:
+                result.skip(MASK_SIZE_MISMATCH, fake.mask_path, index)
+                continue
+            mask = masks.binarize_mask(mask_frames[index], options.mask_threshold)
+        else:
+            if index not in original_frames:
+                result.skip(NO_ORIGINAL_FRAME, fake.ref.path, index)
+                continue
+            mask = masks.derive_mask(frame, original_frames[index], options.diff_threshold)
+        problem = masks.check_mask(mask)
+        if problem:
+            result.skip(problem, fake.mask_path or fake.ref.path, index)
+            continue
+        out[index] = mask
+    return out, "shipped" if fake.mask_path is not None else "derived"
+
+
+def _face_boxes(fake_masks, methods, original_frames, options) -> dict[int, tuple]:
+    """One face box per frame index for the whole group: `{index: (box, source)}`."""
+    boxes = {}
+    order = sorted(fake_masks, key=lambda vid: (BOX_PREFERENCE.index(methods[vid]), vid))
+    for vid in order:
+        for index, mask in fake_masks[vid].items():
+            if index not in boxes:
+                box = masks.mask_box(mask)
+                if box is not None:
+                    boxes[index] = (box, methods[vid])
+    # The detector frames faces differently from masks; using it next to mask boxes in one
+    # group would let the crop itself tell originals from fakes, so only a group with no
+    # usable fake mask at all falls back to it.
+    if not boxes and options.face_detector_fallback:
+        for index, frame in original_frames.items():
+            found = faces.detect_faces(frame)
+            if found:
+                boxes[index] = (found[0], DETECTOR)
+    return boxes
+
+
+def _encode_png(image_rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("OpenCV failed to PNG-encode a crop")
+    return data.tobytes()
+
+
+def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
+    """Decodes, masks, boxes and crops every sampled frame of one group.
+
+    Args:
+      task: the target original and its fakes.
+      options: build settings.
+
+    Returns:
+      The group's examples and manifest bookkeeping.
+    """
+    result = GroupResult(task.target)
+    decoded = _decode_videos(task, options, result)
+    original_frames = decoded.get(task.original.video_id, {}) if task.original else {}
+    fake_masks, sources, methods = {}, {}, {}
+    for fake in task.fakes:
+        vid = fake.ref.video_id
+        if vid in decoded:
+            fake_masks[vid], sources[vid] = _fake_masks(
+                fake, decoded[vid], original_frames, options, result
+            )
+            methods[vid] = fake.ref.method
+    boxes = _face_boxes(fake_masks, methods, original_frames, options)
+    refs = ([task.original] if task.original else []) + [f.ref for f in task.fakes]
+    for ref in refs:
+        if ref.video_id not in decoded:
+            continue
+        is_fake = ref.method != ffpp.ORIGINAL
+        for index, frame in sorted(decoded[ref.video_id].items()):
+            if is_fake and index not in fake_masks[ref.video_id]:
+                continue  # recorded when its mask was rejected
+            if index not in boxes:
+                result.skip(NO_FACE_BOX, ref.path, index)
+                continue
+            box, box_source = boxes[index]
+            mask = fake_masks[ref.video_id][index] if is_fake else np.zeros(frame.shape[:2], np.uint8)
+            crop = crops.crop_face(frame, mask, box, options.crop_scale, options.image_size)
+            mask_source = sources[ref.video_id] if is_fake else "none"
+            result.examples.append(
+                (
+                    f"{ref.video_id}/{index:06d}",
+                    {
+                        "image": _encode_png(crop.image),
+                        "mask": crop.mask,
+                        "label": int(is_fake),
+                        "method": ref.method,
+                        "compression": ref.compression,
+                        "video_id": ref.video_id,
+                        "frame_index": np.int32(index),
+                        "face_box": np.asarray(box, np.int32),
+                        "crop_box": np.asarray(crop.crop_box, np.int32),
+                        "mask_source": mask_source,
+                    },
+                )
+            )
+            result.kept.setdefault(ref.video_id, []).append(int(index))
+            pixels = result.mask_pixels.setdefault(ref.method, [0, 0])
+            pixels[0] += int(crop.mask.sum())
+            pixels[1] += int(crop.mask.size)
+            result.mask_sources[mask_source] = result.mask_sources.get(mask_source, 0) + 1
+            result.box_sources[box_source] = result.box_sources.get(box_source, 0) + 1
+    return result
