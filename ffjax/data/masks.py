@@ -22,6 +22,16 @@ MASK_EMPTY = "mask_empty"
 MASK_ALL_ON = "mask_inverted_or_all_on"
 
 
+def _max_channel(image: np.ndarray) -> np.ndarray:
+    """Per-pixel maximum over channels; numpy's max(axis=-1) over 3 channels is ~20x slower."""
+    if image.ndim == 2:
+        return image
+    out = image[..., 0]
+    for c in range(1, image.shape[-1]):
+        out = cv2.max(out, image[..., c])
+    return out
+
+
 def binarize_mask(frame: np.ndarray, threshold: int) -> np.ndarray:
     """Binarises a mask frame: a pixel is on where its brightest channel exceeds `threshold`.
 
@@ -35,9 +45,7 @@ def binarize_mask(frame: np.ndarray, threshold: int) -> np.ndarray:
     Returns:
       uint8 [H, W] with values 0/1.
     """
-    if frame.ndim == 3:
-        frame = frame.max(axis=-1)
-    return (frame > threshold).astype(np.uint8)
+    return (_max_channel(frame) > threshold).view(np.uint8)
 
 
 def check_mask(mask: np.ndarray) -> str | None:
@@ -94,10 +102,7 @@ def derive_mask(fake: np.ndarray, original: np.ndarray, threshold: int) -> np.nd
     """
     if fake.shape != original.shape:
         raise ValueError(f"fake {fake.shape} and original {original.shape} frames differ in size")
-    diff = cv2.absdiff(fake, original)
-    if diff.ndim == 3:
-        diff = diff.max(axis=-1)
-    diff = cv2.medianBlur(diff, 3)
+    diff = cv2.medianBlur(_max_channel(cv2.absdiff(fake, original)), 3)
     mask = (diff > threshold).astype(np.uint8)
     # Kernels scale with the frame so a 64-px test frame and a 1080p frame behave alike.
     k = max(3, (min(mask.shape) // 64) | 1)
