@@ -58,7 +58,7 @@ def open_source(path) -> Source:
             raise ValueError(f"--input {path}: the folder holds no frame images ({', '.join(IMAGE_EXTENSIONS)}).")
         return Source("frames", path, files=tuple(files))
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        _read_image(path)
+        read_image(path)
         return Source("image", path)
     try:
         info = video.probe_video(path)
@@ -70,7 +70,8 @@ def open_source(path) -> Source:
     return Source("video", path, fps=info.fps)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """Decodes an image file to uint8 RGB, or fails naming it."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"{path}: OpenCV cannot decode this image (corrupt or not an image).")
@@ -93,12 +94,12 @@ def iter_frames(source: Source, every_n_frames: int = 1, max_frames: int | None 
     """
     check_sampling(every_n_frames, max_frames)
     if source.kind == "image":
-        yield 0, source.path.name, _read_image(source.path)
+        yield 0, source.path.name, read_image(source.path)
         return
     if source.kind == "frames":
         picked = source.files[::every_n_frames][:max_frames]
         for k, path in enumerate(picked):
-            yield k * every_n_frames, path.name, _read_image(path)
+            yield k * every_n_frames, path.name, read_image(path)
         return
     cap = cv2.VideoCapture(str(source.path))
     try:
@@ -121,11 +122,21 @@ def iter_frames(source: Source, every_n_frames: int = 1, max_frames: int | None 
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_image(path, frame_rgb: np.ndarray) -> Path:
-    """Writes an RGB frame as an image file (PNG keeps the overlay exact)."""
+def write_image(path, frame_rgb: np.ndarray, *, png_compression: int = 3) -> Path:
+    """Writes an RGB frame as an image file (PNG keeps the overlay exact).
+
+    Args:
+      path: output file; its extension picks the format.
+      frame_rgb: uint8 [H, W, 3] RGB.
+      png_compression: zlib level 0-9 for PNG (9: smallest, slowest).
+
+    Returns:
+      The path written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)):
+    params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] if path.suffix.lower() == ".png" else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR), params):
         raise OSError(f"{path}: OpenCV could not write this image (check the folder and extension).")
     return path
 
