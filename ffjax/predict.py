@@ -19,6 +19,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -355,6 +356,8 @@ def run(argv) -> Prediction:
     Errors in the input or the run directory end the program with their message (exit 1).
     """
     args = _parse(argv)
+    # Orbax warns on every read-only checkpoint open; nothing a user of this command can act on.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     config = None
     if args.config:
         import runpy

@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -206,6 +207,22 @@ def test_bad_checkpoints_are_named(run_dir, tiny_dataset, tmp_path):
     wider = tiny_config(tiny_dataset, base_width=8)
     with pytest.raises(ValueError, match=f"{workdir}.*another model"):
         inference.load_model(workdir, config=wider)
+    # A checkpoint another program wrote (no ffjax meta record), or one naming an unknown model.
+    foreign = ocp.CheckpointManager(tmp_path / "foreign" / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
+    foreign.save(5, args=ocp.args.Composite(state=ocp.args.StandardSave({"w": np.ones(3, np.float32)})))
+    foreign.wait_until_finished()
+    foreign.close()
+    with pytest.raises(ValueError, match="foreign/checkpoints/5.*not written by ffjax"):
+        inference.load_model(tmp_path / "foreign")
+    future = tiny_config(tiny_dataset)
+    with future.unlocked():
+        future.model = "unet_v9"
+    ckpt = checkpoints.Checkpointer(str(tmp_path / "future"))
+    ckpt.save(1, {"w": np.ones(3, np.float32)}, None, {"config": future.to_dict()})
+    ckpt.wait()
+    ckpt.close()
+    with pytest.raises(ValueError, match="'unet_v9' is not one of"):
+        inference.load_model(tmp_path / "future")
     # Without its dataset, the crop settings must be given.
     moved = load_config("test")
     with moved.unlocked():
