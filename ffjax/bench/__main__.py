@@ -1,0 +1,9 @@
+"""`python -m ffjax.bench ...`: the same as `ffjax bench ...`."""
+
+import sys
+
+from ffjax.bench import run
+
+if __name__ == "__main__":
+    # The guard matters: grain's input workers are spawned processes that import __main__.
+    run(["ffjax bench"] + sys.argv[1:])

@@ -1,0 +1,252 @@
+"""`ffjax bench`: flags, the list of cases, and the run that measures and reports them.
+
+This module imports no JAX at the top: asking for N virtual CPU devices only works if
+XLA_FLAGS is set before JAX starts, so JAX is imported after the flags are read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Any
+
+from absl import flags
+from ml_collections import config_flags
+
+_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _define_flags(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (configs/*.py); overrides as in `ffjax train`.", flag_values=fv, sys_argv=argv
+    )
+    flags.DEFINE_enum("suite", "", ["", "torch_reference"], "Named case set instead of --config: "
+                      "torch_reference = the PyTorch CPU reference suite's models, batch, sizes, loss and optimizer.", flag_values=fv)
+    flags.DEFINE_list("models", [], "With --suite: only these suite models (e.g. xception_cls).", flag_values=fv)
+    flags.DEFINE_string("name", "", "Row name for --config runs (default: config.model).", flag_values=fv)
+    flags.DEFINE_string("model_kwargs", "", 'JSON merged into config.model_kwargs, e.g. \'{"depthwise_impl": "grouped"}\'.', flag_values=fv)
+    flags.DEFINE_list("modes", [], "train and/or eval (default: both).", flag_values=fv)
+    flags.DEFINE_list("devices", [], "Device counts (meshes over the first n local devices); default 1, 2, 4, ... all.", flag_values=fv)
+    flags.DEFINE_list("batch_sizes", [], "Global batch sizes (default: config.batch_size).", flag_values=fv)
+    flags.DEFINE_list("precisions", [], "fp32 and/or bf16 compute (parameters stay fp32); default fp32.", flag_values=fv)
+    flags.DEFINE_integer("image_size", 256, "Square input side for --config runs.", flag_values=fv)
+    flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.", flag_values=fv)
+    flags.DEFINE_integer("iters", 5, "Timed steps per case (the median is reported).", flag_values=fv)
+    flags.DEFINE_integer("num_cpu_devices", 0, "Virtual CPU devices to create (default: the largest of --devices).", flag_values=fv)
+    flags.DEFINE_float("peak_gflops", 0.0, "Peak GFLOP/s of one chip (of the whole host on CPU) for MFU; "
+                       "default: known figure for the device kind, else --measure_peak's.", flag_values=fv)
+    flags.DEFINE_bool("measure_peak", False, "Also measure XLA's fp32 2048^2 matmul GFLOP/s (the MFU peak if none is known).", flag_values=fv)
+    flags.DEFINE_enum("pipeline", "auto", ["auto", "on", "off"], "Input pipeline frames/s from the config's built dataset "
+                      "(auto: when it is built).", flag_values=fv)
+    flags.DEFINE_integer("pipeline_batches", 10, "Timed batches per reader in the input pipeline measurement.", flag_values=fv)
+    flags.DEFINE_integer("pipeline_workers", -1, "grain workers for the input measurement (-1: config.dataset.num_workers).", flag_values=fv)
+    flags.DEFINE_string("out", "", "JSON results file (default: a new file under the temp folder).", flag_values=fv)
+    flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
+    return fv
+
+
+def _ints(values: list[str], flag: str) -> list[int]:
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--{flag}={','.join(values)}: expected comma-separated integers.") from None
+    if any(v < 1 for v in out):
+        raise ValueError(f"--{flag}={','.join(values)}: every value must be >= 1.")
+    return out
+
+
+def request_cpu_devices(count: int, explicit: bool) -> None:
+    """Asks XLA for `count` virtual CPU devices, if JAX has not started yet.
+
+    Args:
+      count: devices wanted.
+      explicit: the user named the count (--num_cpu_devices): replace any count already in
+        XLA_FLAGS instead of keeping it.
+    """
+    if count <= 1 or "jax" in sys.modules:
+        return
+    current = os.environ.get("XLA_FLAGS", "")
+    if _DEVICE_FLAG in current:
+        if not explicit:
+            return
+        current = re.sub(rf"{_DEVICE_FLAG}=\d+", "", current)
+    os.environ["XLA_FLAGS"] = " ".join(current.split() + [f"{_DEVICE_FLAG}={count}"])
+
+
+def _device_counts(requested: list[int], available: int) -> list[int]:
+    if not requested:
+        counts = [1 << k for k in range(available.bit_length()) if (1 << k) <= available]
+        return counts + ([available] if counts[-1] != available else [])
+    too_many = [n for n in requested if n > available]
+    if too_many:
+        raise ValueError(
+            f"--devices={','.join(map(str, requested))}: only {available} local devices are visible. On CPU, start "
+            f"a fresh process with --num_cpu_devices={max(requested)} (or set XLA_FLAGS={_DEVICE_FLAG}={max(requested)} "
+            "before JAX is imported)."
+        )
+    return requested
+
+
+def _plan(fv: flags.FlagValues) -> list[dict[str, Any]]:
+    """The models to run: name, config, image size, and default batch/mode/precision lists."""
+    from ffjax.bench import suites
+
+    if fv.suite:
+        if fv["config"].present:
+            raise ValueError("Give either --suite or --config, not both.")
+        entries = suites.suite_configs(fv.suite)
+        if fv.models:
+            unknown = sorted(set(fv.models) - {e.name for e, _ in entries})
+            if unknown:
+                raise ValueError(f"--models: {unknown} are not in suite {fv.suite} ({[e.name for e, _ in entries]}).")
+            entries = [(e, c) for e, c in entries if e.name in fv.models]
+        spec = suites.SUITES[fv.suite]
+        plans = [dict(name=e.name, config=c, image_size=e.image_size, batch_sizes=list(spec["batch_sizes"]),
+                      modes=list(spec["modes"]), precisions=list(spec["precisions"])) for e, c in entries]
+    else:
+        if fv.config is None:
+            raise ValueError("Give --config=configs/<file>.py (or --suite=torch_reference).")
+        config = fv.config
+        plans = [dict(name=fv.name or config.model, config=config, image_size=fv.image_size,
+                      batch_sizes=[config.batch_size], modes=["train", "eval"], precisions=["fp32"])]
+    if fv.model_kwargs:
+        try:
+            extra = json.loads(fv.model_kwargs)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--model_kwargs={fv.model_kwargs!r} is not JSON: {e}") from None
+        for p in plans:
+            suites.apply_overrides(p["config"], tuple((f"model_kwargs.{k}", v) for k, v in extra.items()))
+    for p in plans:
+        if fv.batch_sizes:
+            p["batch_sizes"] = _ints(fv.batch_sizes, "batch_sizes")
+        if fv.modes:
+            p["modes"] = list(fv.modes)
+        if fv.precisions:
+            p["precisions"] = list(fv.precisions)
+    return plans
+
+
+def _print(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def _measure_steps(plans: list[dict], counts: list[int], warmup: int, iters: int) -> tuple[list[dict], list[dict]]:
+    """Every (precision, batch, device count, mode) of every plan: rows, and cases skipped."""
+    from ffjax.bench import steps
+
+    rows, skipped = [], []
+    for p in plans:
+        for precision, batch, devices, mode in itertools.product(p["precisions"], p["batch_sizes"], counts, p["modes"]):
+            case = steps.Case(mode=mode, devices=devices, batch=batch, precision=precision, image_size=p["image_size"])
+            if batch % devices:
+                skipped.append({"name": p["name"], **vars(case), "reason": f"batch {batch} does not divide over {devices} devices"})
+                continue
+            _print(f"[bench] {p['name']} {mode} {precision} batch {batch} on {devices} device(s), {p['image_size']} px ...")
+            row = {"name": p["name"], **steps.measure(p["config"], case, warmup=warmup, iters=iters)}
+            _print(f"[bench]   {row['ms_step_median']:.1f} ms/step, {row['images_per_s']:.2f} img/s "
+                   f"(compile {row['compile_s']:.1f} s, cpu_util {row['cpu_util']:.2f}, load {row['loadavg_before'][0]:.2f})")
+            rows.append(row)
+    return rows, skipped
+
+
+def _measure_input(plan: dict, counts: list[int], num_batches: int, workers: int) -> dict:
+    """Input frames/s for the first plan's config and batch, put on the largest mesh it divides."""
+    from ffjax import sharding
+    from ffjax.bench import input as input_bench
+
+    batch = plan["batch_sizes"][0]
+    devices = max(n for n in counts if batch % n == 0) if any(batch % n == 0 for n in counts) else 1
+    return input_bench.measure_input(
+        plan["config"], batch=batch, num_batches=num_batches, mesh=sharding.make_mesh(devices),
+        num_workers=None if workers < 0 else workers,
+    )
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs `ffjax bench` with command-line arguments (argv[0] is the program name).
+
+    Returns:
+      The payload also written as JSON: environment, settings, rows, skipped cases, input
+      pipeline results and the output paths.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    fv = _define_flags(argv)
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        raise SystemExit(f"ffjax bench: {e}\nSee `ffjax bench --helpfull`.") from None
+    if len(rest) > 1:
+        raise SystemExit(f"ffjax bench: unexpected arguments {rest[1:]}.")
+    requested = _ints(fv.devices, "devices")
+    want = fv.num_cpu_devices or max(requested, default=0)
+    request_cpu_devices(want, explicit=bool(fv.num_cpu_devices))
+    plans = _plan(fv)
+
+    import jax
+
+    from ffjax.bench import input as input_bench
+    from ffjax.bench import report, steps
+
+    env = report.environment()
+    counts = _device_counts(requested, jax.local_device_count())
+    for mode in {m for p in plans for m in p["modes"]}:
+        if mode not in steps.MODES:
+            raise ValueError(f"--modes: {mode!r} is not one of {steps.MODES}.")
+    data_folder = None
+    if fv.pipeline != "off":
+        data_folder = input_bench.dataset_available(plans[0]["config"])
+        if data_folder is None and fv.pipeline == "on":
+            # Fail before minutes of compiling, with the folder and the build command.
+            from ffjax.data import pipeline as data_pipeline
+
+            dataset = plans[0]["config"].dataset
+            data_pipeline.dataset_dir(dataset.data_dir, dataset.name, dataset.config_name)
+    measured_peak = steps.matmul_gflops() if fv.measure_peak else None
+    peak_override, peak_source = fv.peak_gflops, ""
+    if not peak_override and measured_peak and report.peak_flops(env["device_kind"], "fp32")[0] is None:
+        peak_override, peak_source = measured_peak, f"measured XLA fp32 matmul ({measured_peak:.1f} GFLOP/s)"
+
+    rows, skipped = _measure_steps(plans, counts, fv.warmup, fv.iters)
+    report.add_derived(rows, platform_name=env["platform"], device_kind=env["device_kind"],
+                       override_gflops=peak_override, override_source=peak_source)
+    pipeline_result = None
+    if fv.pipeline != "off":
+        pipeline_result = {"skipped": "no built dataset for config.dataset (build one with `ffjax build-data`)"}
+        if data_folder is not None:
+            _print(f"[bench] input pipeline from {data_folder} ...")
+            pipeline_result = _measure_input(plans[0], counts, fv.pipeline_batches, fv.pipeline_workers)
+
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("bench_%Y%m%dT%H%M%S.json"))
+    settings = {k: fv[k].value for k in ("suite", "models", "name", "model_kwargs", "modes", "devices", "batch_sizes",
+                                         "precisions", "image_size", "warmup", "iters", "num_cpu_devices", "peak_gflops",
+                                         "measure_peak", "pipeline", "pipeline_batches", "pipeline_workers")}
+    payload = {
+        "environment": env,
+        "argv": argv,
+        "settings": settings,
+        "device_counts": counts,
+        "measured_matmul_gflops": measured_peak,
+        "configs": {p["name"]: p["config"].to_dict() for p in plans},
+        "rows": rows,
+        "skipped": skipped,
+        "input_pipeline": pipeline_result,
+        "out": out,
+    }
+    report.write_json(out, payload)
+    print(report.table(rows))
+    if pipeline_result and "train" in pipeline_result:
+        print()
+        print(report.input_table(pipeline_result, rows))
+    if fv.jsonl:
+        fwd = {(r["name"], r["devices"], r["precision"], r["batch"]): r["gflops_per_image"] for r in rows if r["mode"] == "eval"}
+        report.append_jsonl(fv.jsonl, [report.torch_reference_row(r, r["name"], fwd.get((r["name"], r["devices"], r["precision"], r["batch"])))
+                                       for r in rows])
+        payload["jsonl"] = fv.jsonl
+    _print(f"[bench] results: {out}")
+    return payload

@@ -1,0 +1,97 @@
+"""Named sets of benchmark cases, and loading the project's configs by file name.
+
+`torch_reference` emits exactly the rows of the PyTorch CPU reference suite
+(/work/shared/bench/torch_reference: timm `legacy_xception`, smp `Unet` with Xception and
+ResNet-34 encoders), with the same batch, image sizes, loss (BCE with logits on a random
+binary mask or label) and optimizer (AdamW), so its `summarize.py` can put them side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import runpy
+from typing import Any
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteModel:
+    """One model of a suite: the name its rows carry, its config and input size."""
+
+    name: str                      # model key shared with the PyTorch reference rows
+    config_file: str               # file in configs/
+    image_size: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+# What the PyTorch side trains: BCEWithLogitsLoss alone, torch.optim.AdamW defaults
+# (lr 1e-3, weight decay 0.01), no clipping, no schedule.
+TORCH_REFERENCE_TRAINING = (
+    ("optimizer", "adamw"),
+    ("learning_rate", 1e-3),
+    ("weight_decay", 0.01),
+    ("grad_clip_norm", 0.0),
+    ("grad_accum_steps", 1),
+    ("schedule", "constant"),
+    ("warmup_steps", 0),
+    ("loss.pos_weight", 1.0),
+    ("loss.dice_weight", 0.0),
+)
+
+SUITES: dict[str, dict[str, Any]] = {
+    "torch_reference": {
+        "models": (
+            SuiteModel("xception_cls", "xception_cls.py", 299, (("model_kwargs.num_outputs", 1),)),
+            SuiteModel("unet_xception", "default.py", 256),
+            SuiteModel("unet_resnet34", "default.py", 256, (("model", "unet_resnet34"),)),
+        ),
+        "batch_sizes": (8,),
+        "modes": ("train", "eval"),
+        "precisions": ("fp32",),
+        "training": TORCH_REFERENCE_TRAINING,
+    },
+}
+
+
+def load_config(path: str | pathlib.Path) -> Any:
+    """Calls `get_config()` of a config file (a path, or a file name in configs/)."""
+    path = pathlib.Path(path)
+    if not path.is_file() and (CONFIGS_DIR / path).is_file():
+        path = CONFIGS_DIR / path
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} not found (also looked in {CONFIGS_DIR}).")
+    module = runpy.run_path(str(path))
+    if "get_config" not in module:
+        raise ValueError(f"Config file {path} has no get_config().")
+    return module["get_config"]()
+
+
+def apply_overrides(config: Any, overrides: tuple[tuple[str, Any], ...]) -> Any:
+    """Sets dotted fields (`loss.dice_weight`) on a config; new keys allowed in model_kwargs."""
+    for dotted, value in overrides:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        if parents == ["model_kwargs"]:
+            # model_kwargs is open-ended: the model class decides which keys it takes.
+            with node.unlocked():
+                node[leaf] = value
+        else:
+            node[leaf] = value
+    return config
+
+
+def suite_configs(name: str) -> list[tuple[SuiteModel, Any]]:
+    """(model entry, ready config) for every model of suite `name`."""
+    if name not in SUITES:
+        raise ValueError(f"--suite={name!r} is not one of {sorted(SUITES)}.")
+    suite = SUITES[name]
+    out = []
+    for entry in suite["models"]:
+        config = load_config(entry.config_file)
+        apply_overrides(config, suite["training"] + entry.overrides)
+        out.append((entry, config))
+    return out
