@@ -34,22 +34,19 @@ def dataset_dir(data_dir: str, name: str, config_name: str) -> str:
     """Path of the newest built version of `name/config_name` under `data_dir`.
 
     Raises:
-      FileNotFoundError: naming the folder and the command that builds it.
+      FileNotFoundError: naming the config settings, what is there, and the build command.
     """
-    root = os.path.join(os.path.expanduser(data_dir), name, config_name)
-    versions = []
-    if os.path.isdir(root):
-        for v in os.listdir(root):
-            if os.path.isfile(os.path.join(root, v, "dataset_info.json")):
-                versions.append(v)
-    if not versions:
+    from ffjax.data import build
+
+    if name != build.DATASET_NAME:
+        raise ValueError(f"config.dataset.name={name!r}: ffjax reads the {build.DATASET_NAME!r} dataset.")
+    try:
+        return str(build.dataset_dir(data_dir, config_name))
+    except FileNotFoundError as e:
         raise FileNotFoundError(
-            f"No built dataset at {root} (config.dataset.data_dir={data_dir!r}, "
-            f"config.dataset.config_name={config_name!r}). Build it from your FF++ copy first: "
-            f"`ffjax build-data --manual_dir /path/to/FaceForensics++ --data_dir {data_dir}`."
-        )
-    versions.sort(key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
-    return os.path.join(root, versions[-1])
+            f"config.dataset.data_dir={data_dir!r} / config.dataset.config_name={config_name!r}: {e} "
+            f"(or: `ffjax build-data --manual_dir <FF++ root> --data_dir {data_dir}`)"
+        ) from None
 
 
 @dataclasses.dataclass
