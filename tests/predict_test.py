@@ -4,6 +4,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -152,6 +153,21 @@ def test_cli_run(run_dir, face_video, tmp_path, capsys):
     assert [f["frame_index"] for f in result.record["frames"]] == [0, 3]
     out = capsys.readouterr().out
     assert result.verdict in out and str(result.json_path) in out
+
+
+def test_classifier_checkpoint_scores_faces_without_a_heatmap(tiny_dataset, face_video, tmp_path):
+    config = tiny_config(tiny_dataset)
+    with config.unlocked():
+        config.model = "xception"
+        config.model_kwargs = ml_collections.ConfigDict(dict(width=1 / 16, middle_blocks=1, num_outputs=2))
+    save_checkpoint(config, tmp_path / "run")
+    image = media.write_image(tmp_path / "frame.png", face_video[1][0])
+    result = predict.predict(tmp_path / "run", image, tmp_path / "out", batch_size=8)
+    (frame,) = result.record["frames"]
+    assert result.record["checkpoint"]["task"] == "classification" and frame["faces"]
+    for face in frame["faces"]:
+        assert 0.0 <= face["score"] <= 1.0 and "fake_pixel_fraction" not in face
+    assert read_png(result.overlay_path).shape == face_video[1][0].shape
 
 
 def test_heatmap_is_pasted_at_the_crop_window():
