@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -325,17 +324,12 @@ class Evaluator:
 
 
 def _dataset_protocol(split) -> dict:
-    """What the builder did to the frames, from its config description, for the report."""
-    described = str(split.info.get("configDescription", ""))
-
-    def field(name: str, cast):
-        found = re.search(rf"\b{name}=([0-9.]+)", described)
-        return cast(found.group(1)) if found else None
-
+    """What the builder did to the frames (its recorded settings), for the report."""
+    built = split.build_settings
     return {
         "dataset": f"{split.info.get('name')}/{split.info.get('configName')}:{split.info.get('version')}",
-        "frames_per_video": field("frames_per_video", int),
-        "crop_scale": field("crop_scale", float),
+        "frames_per_video": built.get("frames_per_video"),
+        "crop_scale": built.get("crop_scale"),
     }
 
 

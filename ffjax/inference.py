@@ -33,6 +33,7 @@ class LoadedModel:
     step: int
     folder: Path
     mesh: Any
+    dataset_build: dict  # the builder settings of the training data, from the checkpoint
 
 
 def _checkpoint_folder(workdir: Path, which: str) -> Path:
@@ -121,20 +122,29 @@ def load_model(workdir, checkpoint: str = "latest", config=None) -> LoadedModel:
         ) from e
     abstract_model = nnx.eval_shape(lambda: train.build_model(config, config.seed))
     graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
-    return LoadedModel(config, graphdef, (state.params, state.rest), abstract_model.task, int(step), folder, mesh)
+    return LoadedModel(
+        config, graphdef, (state.params, state.rest), abstract_model.task, int(step), folder, mesh,
+        dict(meta.get("dataset_build") or {}),
+    )
 
 
-def crop_settings(config, image_size: int | None = None, crop_scale: float | None = None) -> tuple[int, float, str]:
-    """The crop size and scale the model was trained on: given values, else its dataset's.
+def crop_settings(
+    config, image_size: int | None = None, crop_scale: float | None = None, recorded: dict | None = None
+) -> tuple[int, float, str]:
+    """The crop size and scale the model was trained on: given values, else recorded ones.
 
-    The training config names the dataset, not its crop settings; the built dataset's
-    manifest records them. Without it (the run copied elsewhere) both must be given.
+    Checkpoints record the builder settings of their training data (`recorded`); older ones
+    only name the dataset, whose manifest records them. Without either, both must be given.
 
     Returns:
       (image_size, crop_scale, where they came from).
     """
     if image_size is not None and crop_scale is not None:
         return int(image_size), float(crop_scale), "flags"
+    if recorded and "image_size" in recorded and "crop_scale" in recorded:
+        size = int(image_size if image_size is not None else recorded["image_size"])
+        scale = float(crop_scale if crop_scale is not None else recorded["crop_scale"])
+        return size, scale, "checkpoint"
     from ffjax.data import pipeline
 
     ds = config.dataset

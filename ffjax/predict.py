@@ -98,7 +98,7 @@ class Predictor:
 
         config = model.config
         self.model = model
-        self.image_size, self.crop_scale, self.crop_from = crop_settings(config, image_size, crop_scale)
+        self.image_size, self.crop_scale, self.crop_from = crop_settings(config, image_size, crop_scale, model.dataset_build)
         self.batch_size = int(batch_size or config.eval_batch_size)
         sharding.check_batch_size(self.batch_size, model.mesh, "--batch_size")
         self.threshold = float(config.threshold if threshold is None else threshold)

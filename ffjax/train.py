@@ -184,8 +184,16 @@ class _Preempted:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _meta(config: Any, fingerprint: str, step: int) -> dict:
-    return {"config": config.to_dict(), "data_fingerprint": fingerprint, "step": int(step), "model": config.model}
+def _meta(config: Any, split: pipeline.Split, step: int) -> dict:
+    """What a checkpoint records beside the state: enough to rebuild the model and its input
+    crops (`dataset_build`: image_size, crop_scale...) without the dataset at hand."""
+    return {
+        "config": config.to_dict(),
+        "data_fingerprint": split.fingerprint(),
+        "dataset_build": split.build_settings,
+        "step": int(step),
+        "model": config.model,
+    }
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -240,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         with _Preempted() as preempted:
             results = _train_loop(
-                config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, fingerprint, start_step, preempted
+                config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step, preempted
             )
     finally:
         # Also on an exception: the last good checkpoint must finish writing.
@@ -250,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, fingerprint, start_step, preempted) -> dict:
+def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step, preempted) -> dict:
     """The step loop of `train_and_evaluate`: train, log, evaluate, checkpoint, stop on SIGTERM."""
     from ffjax import evaluate
 
@@ -278,10 +286,10 @@ def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckp
             results = evaluator.evaluate_split(state, config.dataset.eval_split, step=step, workdir=workdir)
             headline = evaluate.headline(results)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in headline.items()})
-            ckpt.save_best(step, state, headline, _meta(config, fingerprint, step))
+            ckpt.save_best(step, state, headline, _meta(config, train_split, step))
         if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
             _check_finite(*pending)
-            ckpt.save(step, state, data_iter, _meta(config, fingerprint, step))
+            ckpt.save(step, state, data_iter, _meta(config, train_split, step))
         if preempted.flag:
             logging.warning("Stopped by SIGTERM at step %d; rerun the same command to resume.", step)
             break

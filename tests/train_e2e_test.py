@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from ffjax import checkpoints, optim, sharding, train
+from ffjax import checkpoints, evaluate, optim, sharding, train
 from tests.train_test import load_config
 
 
@@ -53,6 +53,16 @@ def test_train_and_evaluate_end_to_end(tiny_dataset, tmp_path):
     assert [r["step"] for r in eval_rows] == [8, 16]
     assert results  # the last evaluation's results came back
     assert any(name.endswith(".md") for name in os.listdir(workdir / "eval"))
+
+    # `ffjax eval` on the test split with the best checkpoint: the threshold picked on the
+    # validation report gives the calibrated accuracy.
+    test = evaluate.evaluate_checkpoint(config, str(workdir), split="test", checkpoint="best")
+    report = json.loads((workdir / "eval" / "eval_test.json").read_text())
+    assert report["protocol"]["split"] == "test"
+    assert report["protocol"]["checkpoint_step"] in (8, 16)
+    assert report["protocol"]["calibrated_threshold"] is not None
+    assert "accuracy_calibrated" in report["metrics"]["all"]["all"]["frame"]
+    assert test.protocol["num_frames"] == 40
 
 
 def test_interrupted_run_resumes_bit_identical(tiny_dataset, tmp_path, monkeypatch):

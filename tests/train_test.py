@@ -119,3 +119,23 @@ def test_learning_rate_scaling_and_schedule():
     assert float(schedule(0)) == 0.0
     assert float(schedule(10)) == pytest.approx(4e-3)  # warmup counts updates: 20 steps / 2
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_gradient_accumulation_updates_every_k_steps_in_bf16():
+    """bf16 compute, fp32 parameters, and optax.MultiSteps applying every 2nd step."""
+    config = load_config()
+    with config.unlocked():
+        config.grad_accum_steps, config.warmup_steps, config.dtype = 2, 0, "bfloat16"
+    mesh = sharding.make_mesh(8)
+    tx = optim.make_optimizer(config)
+    graphdef, state = train.create_train_state(config, mesh, tx)
+    step = train.compile_train_step(config, mesh, graphdef, tx)
+    snapshots = [jax.device_get(state.params)]
+    for seed in range(2):
+        state, metrics = step(state, sharding.global_batch(synthetic_batch(8, 32, seed), mesh))
+        assert np.isfinite(float(metrics["loss"]))
+        snapshots.append(jax.device_get(state.params))
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(snapshots[-1]))
+    unchanged = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    assert unchanged(snapshots[0], snapshots[1])      # first micro-step: only accumulated
+    assert not unchanged(snapshots[1], snapshots[2])  # second: the averaged update lands

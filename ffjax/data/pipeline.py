@@ -10,6 +10,7 @@ rows marked `valid=False`, and carry the host-side metadata (`video_id`, `frame_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -60,6 +61,19 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.source)
+
+    @functools.cached_property
+    def build_settings(self) -> dict:
+        """The builder settings this split was made with (image_size, crop_scale, ...).
+
+        From the manifest the builder writes beside the records (read once; it lists every
+        frame, so it can be large); {} if it is missing.
+        """
+        try:
+            with open(os.path.join(self.path, f"manifest_{self.name}.json")) as f:
+                return dict(json.load(f).get("config", {}))
+        except (OSError, ValueError):
+            return {}
 
     def fingerprint(self) -> str:
         """A short hash of what was built: config, version, split sizes, file checksums."""
@@ -238,6 +252,12 @@ def train_dataset(split: Split, config: Any, global_batch: int, labels: np.ndarr
         labels = None
     ds = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels)).to_iter_dataset()
     if config.dataset.num_workers > 0:
+        # grain reads absl flags when it starts workers; called from Python rather than an
+        # absl app (tests, notebooks, the demo) they are unparsed and grain would fail.
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=config.dataset.num_workers, per_worker_buffer_size=config.dataset.prefetch)
         )

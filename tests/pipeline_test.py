@@ -1,0 +1,96 @@
+"""The input pipeline on data built by the real builder."""
+
+import numpy as np
+import pytest
+
+from ffjax.data import pipeline
+from tests.train_test import load_config
+
+
+def dataset_config(tiny_dataset, **augment):
+    data_dir, config_name = tiny_dataset
+    config = load_config("test")
+    with config.unlocked():
+        config.dataset.data_dir = data_dir
+        config.dataset.config_name = config_name
+        for key, value in augment.items():
+            setattr(config.augment, key, value)
+    return config
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def test_class_balanced_batches_are_half_real_half_fake(tiny_dataset):
+    config = dataset_config(tiny_dataset)
+    split = pipeline.open_split(config.dataset, "train")
+    labels = pipeline.read_labels(split)
+    assert labels.mean() == pytest.approx(0.8)  # four fakes (label 1) per original before balancing
+    for batch in take(iter(pipeline.train_dataset(split, config, 8)), 5):
+        assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
+        assert batch["mask"].shape == (8, 32, 32)
+        assert batch["label"].tolist() == [0, 1] * 4
+        assert not batch["mask"][batch["label"] == 0].any()  # originals have empty masks
+
+
+def test_same_seed_same_stream_and_resume_from_state(tiny_dataset):
+    config = dataset_config(tiny_dataset)
+    split = pipeline.open_split(config.dataset, "train")
+    a = iter(pipeline.train_dataset(split, config, 8))
+    first = take(a, 3)
+    state = a.get_state()
+    rest = take(a, 3)
+    b = iter(pipeline.train_dataset(split, config, 8))
+    b.set_state(state)
+    for x, y in zip(rest, take(b, 3)):
+        for key in pipeline.BATCH_KEYS:
+            np.testing.assert_array_equal(x[key], y[key])
+    c = iter(pipeline.train_dataset(split, config, 8))
+    np.testing.assert_array_equal(first[0]["image"], next(c)["image"])
+
+
+def test_worker_processes_give_the_same_batches(tiny_dataset):
+    config = dataset_config(tiny_dataset)
+    split = pipeline.open_split(config.dataset, "train")
+    inline = take(iter(pipeline.train_dataset(split, config, 8)), 3)
+    with config.unlocked():
+        config.dataset.num_workers = 1
+    workers = take(iter(pipeline.train_dataset(split, config, 8)), 3)
+    for x, y in zip(inline, workers):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["mask"], y["mask"])
+
+
+def test_flip_moves_image_and_mask_together(tiny_dataset):
+    off = dict(flip=False, scale_jitter=0.0, color_jitter=0.0, jpeg_prob=0.0, blur_prob=0.0)
+    config = dataset_config(tiny_dataset, **off)
+    split = pipeline.open_split(config.dataset, "train")
+    plain = take(iter(pipeline.train_dataset(split, config, 8)), 4)
+    flipped = take(iter(pipeline.train_dataset(split, dataset_config(tiny_dataset, **{**off, "flip": True}), 8)), 4)
+    seen_flip = False
+    for p, f in zip(plain, flipped):
+        for i in range(8):
+            if np.array_equal(p["image"][i], f["image"][i]):
+                np.testing.assert_array_equal(p["mask"][i], f["mask"][i])
+            else:
+                np.testing.assert_array_equal(p["image"][i][:, ::-1], f["image"][i])
+                np.testing.assert_array_equal(p["mask"][i][:, ::-1], f["mask"][i])
+                seen_flip = True
+    assert seen_flip
+
+
+@pytest.mark.parametrize("per_batch", [16, 24])
+def test_eval_batches_cover_every_record_once(tiny_dataset, per_batch):
+    config = dataset_config(tiny_dataset)
+    split = pipeline.open_split(config.dataset, "val")
+    seen = []
+    batches = list(pipeline.eval_batches(split, per_batch))
+    assert len(batches) == -(-len(split) // per_batch)
+    for arrays, meta in batches:
+        assert arrays["image"].shape[0] == per_batch
+        valid = arrays["valid"]
+        assert (meta["frame_index"][~valid] == -1).all()
+        seen += [(v, int(f)) for v, f in zip(meta["video_id"][valid], meta["frame_index"][valid])]
+    assert len(seen) == len(set(seen)) == len(split)
+    assert any(not b[0]["valid"].all() for b in batches) == (len(split) % per_batch != 0)
