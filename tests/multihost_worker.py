@@ -15,7 +15,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ffjax import checkpoints, evaluate, optim, sharding, train  # noqa: E402
-from tests.train_test import load_config  # noqa: E402
+from tests.helpers import load_config  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 

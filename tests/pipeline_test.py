@@ -4,18 +4,11 @@ import numpy as np
 import pytest
 
 from ffjax.data import pipeline
-from tests.train_test import load_config
+from tests.helpers import config_on
 
 
 def dataset_config(tiny_dataset, **augment):
-    data_dir, config_name = tiny_dataset
-    config = load_config("test")
-    with config.unlocked():
-        config.dataset.data_dir = data_dir
-        config.dataset.config_name = config_name
-        for key, value in augment.items():
-            setattr(config.augment, key, value)
-    return config
+    return config_on(tiny_dataset, augment=augment)
 
 
 def take(iterator, n):

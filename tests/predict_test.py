@@ -13,20 +13,13 @@ from flax import nnx
 from ffjax import checkpoints, inference, media, optim, overlay, predict, sharding, train
 from ffjax.data import crops
 from ffjax.testing import corrupt_file, default_real_subjects, make_ffpp_tree, read_video, write_video
-from tests.train_test import load_config
+from tests.helpers import config_on, load_config
 
 FRAME_SIZE = (160, 120)  # faces ~50 px: dlib (upsample 1) finds the LFW subjects
 
 
 def tiny_config(tiny_dataset, **model_kwargs):
-    data_dir, config_name = tiny_dataset
-    config = load_config("test")
-    with config.unlocked():
-        config.dataset.data_dir = data_dir
-        config.dataset.config_name = config_name
-        for key, value in model_kwargs.items():
-            config.model_kwargs[key] = value
-    return config
+    return config_on(tiny_dataset, model_kwargs=model_kwargs)
 
 
 def save_checkpoint(config, workdir, step=3):

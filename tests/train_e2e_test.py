@@ -9,18 +9,7 @@ import numpy as np
 import pytest
 
 from ffjax import checkpoints, evaluate, optim, sharding, train
-from tests.train_test import load_config
-
-
-def tiny_config(tiny_dataset, **overrides):
-    data_dir, config_name = tiny_dataset
-    config = load_config("test")
-    with config.unlocked():
-        config.dataset.data_dir = data_dir
-        config.dataset.config_name = config_name
-        for key, value in overrides.items():
-            setattr(config, key, value)
-    return config
+from tests.helpers import config_on as tiny_config
 
 
 def final_params(config, workdir):

@@ -1,21 +1,12 @@
 """Trainer tests that need no dataset: sharding equivalence, config checks, loss guards."""
 
-import os
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ml_collections import config_flags
 
 from ffjax import optim, sharding, train
-
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
-
-
-def load_config(name: str = "test"):
-    return config_flags.config_flags._LoadConfigModule(name, str(CONFIGS / f"{name}.py")).get_config()
+from tests.helpers import load_config
 
 
 def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarray]:
