@@ -46,6 +46,8 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
                       "(auto: when it is built).", flag_values=fv)
     flags.DEFINE_integer("pipeline_batches", 10, "Timed batches per reader in the input pipeline measurement.", flag_values=fv)
     flags.DEFINE_integer("pipeline_workers", -1, "grain workers for the input measurement (-1: config.dataset.num_workers).", flag_values=fv)
+    flags.DEFINE_integer("profile_steps", 0, "Profile this many extra steps per case and print where the time goes.", flag_values=fv)
+    flags.DEFINE_string("trace_dir", "", "Profiler traces go to <trace_dir>/<case> (default: beside --out).", flag_values=fv)
     flags.DEFINE_string("out", "", "JSON results file (default: a new file under the temp folder).", flag_values=fv)
     flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
     return fv
@@ -136,9 +138,11 @@ def _print(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def _measure_steps(plans: list[dict], counts: list[int], warmup: int, iters: int) -> tuple[list[dict], list[dict]]:
+def _measure_steps(
+    plans: list[dict], counts: list[int], warmup: int, iters: int, profile_steps: int = 0, trace_dir: str = ""
+) -> tuple[list[dict], list[dict]]:
     """Every (precision, batch, device count, mode) of every plan: rows, and cases skipped."""
-    from ffjax.bench import steps
+    from ffjax.bench import profile, steps
 
     rows, skipped = [], []
     for p in plans:
@@ -148,9 +152,15 @@ def _measure_steps(plans: list[dict], counts: list[int], warmup: int, iters: int
                 skipped.append({"name": p["name"], **vars(case), "reason": f"batch {batch} does not divide over {devices} devices"})
                 continue
             _print(f"[bench] {p['name']} {mode} {precision} batch {batch} on {devices} device(s), {p['image_size']} px ...")
-            row = {"name": p["name"], **steps.measure(p["config"], case, warmup=warmup, iters=iters)}
+            label = f"{p['name']}_{mode}_{precision}_b{batch}_d{devices}"
+            row = {"name": p["name"], **steps.measure(
+                p["config"], case, warmup=warmup, iters=iters, profile_steps=profile_steps,
+                trace_dir=os.path.join(trace_dir, label) if trace_dir else "",
+            )}
             _print(f"[bench]   {row['ms_step_median']:.1f} ms/step, {row['images_per_s']:.2f} img/s "
                    f"(compile {row['compile_s']:.1f} s, cpu_util {row['cpu_util']:.2f}, load {row['loadavg_before'][0]:.2f})")
+            if "profile" in row:
+                print(profile.format_summary(row["profile"], label) + "\n")
             rows.append(row)
     return rows, skipped
 
@@ -212,7 +222,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if not peak_override and measured_peak and report.peak_flops(env["device_kind"], "fp32")[0] is None:
         peak_override, peak_source = measured_peak, f"measured XLA fp32 matmul ({measured_peak:.1f} GFLOP/s)"
 
-    rows, skipped = _measure_steps(plans, counts, fv.warmup, fv.iters)
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("bench_%Y%m%dT%H%M%S.json"))
+    trace_dir = fv.trace_dir or (os.path.splitext(out)[0] + "_traces" if fv.profile_steps else "")
+    rows, skipped = _measure_steps(plans, counts, fv.warmup, fv.iters, fv.profile_steps, trace_dir)
     report.add_derived(rows, platform_name=env["platform"], device_kind=env["device_kind"],
                        override_gflops=peak_override, override_source=peak_source)
     pipeline_result = None
@@ -222,10 +234,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             _print(f"[bench] input pipeline from {data_folder} ...")
             pipeline_result = _measure_input(plans[0], counts, fv.pipeline_batches, fv.pipeline_workers)
 
-    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("bench_%Y%m%dT%H%M%S.json"))
     settings = {k: fv[k].value for k in ("suite", "models", "name", "model_kwargs", "modes", "devices", "batch_sizes",
                                          "precisions", "image_size", "warmup", "iters", "num_cpu_devices", "peak_gflops",
-                                         "measure_peak", "pipeline", "pipeline_batches", "pipeline_workers")}
+                                         "measure_peak", "pipeline", "pipeline_batches", "pipeline_workers",
+                                         "profile_steps", "trace_dir")}
     payload = {
         "environment": env,
         "argv": argv,

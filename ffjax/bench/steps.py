@@ -120,7 +120,9 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
     return compiled, state, params, time.perf_counter() - tick
 
 
-def measure(config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: int = 0) -> dict[str, Any]:
+def measure(
+    config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: int = 0, profile_steps: int = 0, trace_dir: str = ""
+) -> dict[str, Any]:
     """Compiles and times one case of the project's own train or eval step.
 
     Args:
@@ -129,6 +131,9 @@ def measure(config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: i
       warmup: untimed steps after compiling (first-run allocations, caches).
       iters: timed steps; the median is reported.
       seed: seed of the synthetic batch.
+      profile_steps: when > 0, that many more steps run under the JAX profiler and the row
+        gets a per-operation time summary (`ffjax.bench.profile`).
+      trace_dir: where the profiler trace goes (required with profile_steps).
 
     Returns:
       One results row: the case, timings (ms/step median/min/max, images/s), compile time,
@@ -165,6 +170,14 @@ def measure(config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: i
         times.append(seconds)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     load_after = os.getloadavg()
+    summary = None
+    if profile_steps > 0:
+        from ffjax.bench import profile
+
+        if not trace_dir:
+            raise ValueError("--profile_steps needs a trace folder (--trace_dir).")
+        state = profile.trace_steps(lambda s: run_once(s)[0], state, profile_steps, trace_dir)
+        summary = profile.summarize_trace(trace_dir, compiled.as_text(), profile_steps)
     jax.block_until_ready(state)
 
     median = statistics.median(times)
@@ -194,6 +207,7 @@ def measure(config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: i
         "cpu_util": round(cpu / (wall * threads), 3),
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in load_after],
+        **({"profile": summary} if summary is not None else {}),
     }
 
 
