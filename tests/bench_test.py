@@ -10,7 +10,7 @@ import jax
 import pytest
 
 from ffjax import bench
-from ffjax.bench import cli, report, suites
+from ffjax.bench import cli, profile, report, suites
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "configs" / "test.py")
@@ -105,7 +105,8 @@ def test_cli_in_a_fresh_process_creates_the_virtual_devices_it_needs(tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run(
         [sys.executable, "-m", "ffjax.cli", "bench", f"--config={TEST_CONFIG}", "--image_size=32", "--devices=4",
-         "--batch_sizes=4", "--modes=eval", "--warmup=0", "--iters=1", "--pipeline=off", f"--out={out}"],
+         "--batch_sizes=4", "--modes=eval", "--warmup=0", "--iters=1", "--pipeline=off", "--profile_steps=2",
+         f"--out={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,6 +115,27 @@ def test_cli_in_a_fresh_process_creates_the_virtual_devices_it_needs(tmp_path):
     assert "--xla_force_host_platform_device_count=4" in written["environment"]["env"]["XLA_FLAGS"]
     assert [(r["mode"], r["devices"]) for r in written["rows"]] == [("eval", 4)]
     assert "| unet | eval | fp32 | 32 | 4 | 4 |" in proc.stdout
+    summary = written["rows"][0]["profile"]
+    assert "conv/matmul" in summary["by_kind"] and "| conv/matmul |" in proc.stdout
+    assert os.listdir(tmp_path / "b_traces" / "unet_eval_fp32_b4_d4")
+
+
+def test_profile_attributes_trace_time_to_hlo_operations(tmp_path):
+    import jax.numpy as jnp
+
+    x = jnp.ones((128, 256))
+    w = jnp.ones((256, 256))
+    compiled = jax.jit(lambda x, w: jnp.tanh(x @ w).sum(axis=0)).lower(x, w).compile()
+    profile.trace_steps(lambda n: (jax.block_until_ready(compiled(x, w)), n + 1)[1], 0, 3, str(tmp_path))
+    summary = profile.summarize_trace(str(tmp_path), compiled.as_text(), steps=3)
+    hlo = profile.parse_hlo(compiled.as_text())
+    assert summary["op_thread_ms_per_step"] > 0
+    assert sum(v["share"] for v in summary["by_kind"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "conv/matmul" in summary["by_kind"]
+    assert summary["top_ops"] and all(r["op"] in hlo for r in summary["top_ops"])
+    assert all(r["calls_per_step"] >= 1 for r in summary["top_ops"])
+    with pytest.raises(FileNotFoundError, match="xplane"):
+        profile.summarize_trace(str(tmp_path / "none"), compiled.as_text(), steps=1)
 
 
 def test_device_counts_default_to_powers_of_two_and_all():

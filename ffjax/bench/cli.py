@@ -35,7 +35,7 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_list("devices", [], "Device counts (meshes over the first n local devices); default 1, 2, 4, ... all.", flag_values=fv)
     flags.DEFINE_list("batch_sizes", [], "Global batch sizes (default: config.batch_size).", flag_values=fv)
     flags.DEFINE_list("precisions", [], "fp32 and/or bf16 compute (parameters stay fp32); default fp32.", flag_values=fv)
-    flags.DEFINE_integer("image_size", 256, "Square input side for --config runs.", flag_values=fv)
+    flags.DEFINE_integer("image_size", 256, "Square input side (a suite's own sizes unless given).", flag_values=fv)
     flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.", flag_values=fv)
     flags.DEFINE_integer("iters", 5, "Timed steps per case (the median is reported).", flag_values=fv)
     flags.DEFINE_integer("num_cpu_devices", 0, "Virtual CPU devices to create (default: the largest of --devices).", flag_values=fv)
@@ -125,6 +125,8 @@ def _plan(fv: flags.FlagValues) -> list[dict[str, Any]]:
         for p in plans:
             suites.apply_overrides(p["config"], tuple((f"model_kwargs.{k}", v) for k, v in extra.items()))
     for p in plans:
+        if fv["image_size"].present:
+            p["image_size"] = fv.image_size
         if fv.batch_sizes:
             p["batch_sizes"] = _ints(fv.batch_sizes, "batch_sizes")
         if fv.modes:
@@ -234,10 +236,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             _print(f"[bench] input pipeline from {data_folder} ...")
             pipeline_result = _measure_input(plans[0], counts, fv.pipeline_batches, fv.pipeline_workers)
 
-    settings = {k: fv[k].value for k in ("suite", "models", "name", "model_kwargs", "modes", "devices", "batch_sizes",
-                                         "precisions", "image_size", "warmup", "iters", "num_cpu_devices", "peak_gflops",
-                                         "measure_peak", "pipeline", "pipeline_batches", "pipeline_workers",
-                                         "profile_steps", "trace_dir")}
+    settings = {k: v for k, v in fv.flag_values_dict().items() if k != "config"}
     payload = {
         "environment": env,
         "argv": argv,
@@ -249,6 +248,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped": skipped,
         "input_pipeline": pipeline_result,
         "out": out,
+        "jsonl": fv.jsonl or None,
     }
     report.write_json(out, payload)
     print(report.table(rows))
@@ -256,9 +256,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         print()
         print(report.input_table(pipeline_result, rows))
     if fv.jsonl:
-        fwd = {(r["name"], r["devices"], r["precision"], r["batch"]): r["gflops_per_image"] for r in rows if r["mode"] == "eval"}
-        report.append_jsonl(fv.jsonl, [report.torch_reference_row(r, r["name"], fwd.get((r["name"], r["devices"], r["precision"], r["batch"])))
-                                       for r in rows])
-        payload["jsonl"] = fv.jsonl
+        key = lambda r: (r["name"], r["devices"], r["precision"], r["batch"])  # noqa: E731
+        fwd = {key(r): r["gflops_per_image"] for r in rows if r["mode"] == "eval"}
+        report.append_jsonl(fv.jsonl, [report.torch_reference_row(r, r["name"], fwd.get(key(r))) for r in rows])
     _print(f"[bench] results: {out}")
     return payload
