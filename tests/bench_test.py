@@ -100,7 +100,8 @@ def test_bad_flags_name_the_flag(tmp_path):
 def test_cli_in_a_fresh_process_creates_the_virtual_devices_it_needs(tmp_path):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"),
+    cache = os.environ.get("FFJAX_TEST_COMPILATION_CACHE", str(ROOT / ".jax_cache"))  # conftest's cache
+    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
     out = tmp_path / "b.json"
     proc = subprocess.run(
