@@ -139,6 +139,14 @@ def test_profile_attributes_trace_time_to_hlo_operations(tmp_path):
         profile.summarize_trace(str(tmp_path / "none"), compiled.as_text(), steps=1)
 
 
+def test_help_lists_the_flags_and_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.run(["ffjax bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--suite" in out and "--peak_gflops" in out and "--profile_steps" in out
+
+
 def test_device_counts_default_to_powers_of_two_and_all():
     assert cli._device_counts([], 8) == [1, 2, 4, 8]
     assert cli._device_counts([], 6) == [1, 2, 4, 6]

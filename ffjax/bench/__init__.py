@@ -4,8 +4,9 @@ r"""`ffjax bench`: train/eval step throughput, scaling, FLOP utilisation and inp
   ffjax bench --suite torch_reference --devices 1 --jsonl results.jsonl   # beside PyTorch
 
 Modules: `steps` times the project's compiled steps on synthetic device-resident batches,
-`input` the input pipeline, `report` derives MFU and scaling and formats the results,
-`suites` holds named case sets, `cli` the flags. Importing this package imports no JAX.
+`input` the input pipeline, `profile` splits a step's time over its XLA operations,
+`report` derives MFU and scaling and formats the results, `suites` holds named case sets,
+`cli` the flags. Importing this package imports no JAX. Results: docs/performance.md.
 """
 
 from __future__ import annotations

@@ -189,10 +189,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv if argv is None else argv)
     fv = _define_flags(argv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        from ffjax import bench
+
+        print(f"{bench.__doc__.strip()}\n\nflags:\n{fv.get_help()}")
+        raise SystemExit(0)
     try:
         rest = fv(argv)
     except flags.Error as e:
-        raise SystemExit(f"ffjax bench: {e}\nSee `ffjax bench --helpfull`.") from None
+        raise SystemExit(f"ffjax bench: {e}\nSee `ffjax bench --help`.") from None
     if len(rest) > 1:
         raise SystemExit(f"ffjax bench: unexpected arguments {rest[1:]}.")
     requested = _ints(fv.devices, "devices")
