@@ -88,3 +88,21 @@ def test_nan_loss_stops_with_the_step_named(tiny_dataset, tmp_path):
     config = tiny_config(tiny_dataset, learning_rate=1e30, grad_clip_norm=0.0, warmup_steps=0, num_train_steps=6, eval_every_steps=0)
     with pytest.raises(FloatingPointError, match=r"at step \d"):
         train.train_and_evaluate(config, str(tmp_path / "nan"))
+
+
+def test_classifier_config_trains_and_evaluates_with_the_same_code(tiny_dataset, tmp_path):
+    """The paper's comparison: the Xception classifier on the same data and evaluator."""
+    config = tiny_config(
+        tiny_dataset, name="xception_cls", model_kwargs={"width": 0.125, "middle_blocks": 1},
+        batch_size=8, eval_batch_size=16, num_train_steps=2, log_every_steps=1, eval_every_steps=2,
+        checkpoint_every_steps=2, warmup_steps=0,
+    )
+    with config.dataset.unlocked():
+        config.dataset.num_workers = 0
+    results = train.train_and_evaluate(config, str(tmp_path / "cls"))
+    assert results.protocol["task"] == "classification"
+    frame = results.metrics["all"]["all"]["frame"]
+    assert 0.0 <= frame["auc"] <= 1.0
+    assert "pixel" not in results.metrics["all"]["all"]  # a classifier has no masks to score
+    rows = [r for r in read_jsonl(tmp_path / "cls" / "metrics.jsonl") if "train/loss" in r]
+    assert len(rows) == 2 and all(np.isfinite(r["train/loss"]) for r in rows)
