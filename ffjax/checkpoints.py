@@ -7,6 +7,7 @@ the config and the data fingerprint, so a run can be resumed exactly and audited
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -119,6 +120,46 @@ class Checkpointer:
             self._best.close()
 
 
+def checkpoint_folder(workdir: str, which: str = "latest") -> str:
+    """Where `which` ('latest', 'best' or a step) lives: `best/` or `checkpoints/` of a run,
+    or `workdir` itself when it is a folder of checkpoints."""
+    root = os.path.abspath(os.path.expanduser(str(workdir)))
+    folder = os.path.join(root, "best" if which == "best" else "checkpoints")
+    return folder if os.path.isdir(folder) else root
+
+
+@contextlib.contextmanager
+def _read_only(workdir: str, which: str):
+    """A read-only manager on `which`'s folder and the step it resolves to, or a clear error."""
+    folder = checkpoint_folder(workdir, which)
+    manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        step = manager.latest_step() if which in ("latest", "best") else int(which)
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"--workdir {workdir}: no checkpoint {'' if which in ('latest', 'best') else str(which) + ' '}in {folder} "
+                f"(steps there: {sorted(manager.all_steps()) or 'none'}). Train first (`ffjax train --workdir "
+                f"{workdir}`) or pass the right --checkpoint."
+            )
+        yield manager, folder, int(step)
+    finally:
+        manager.close()
+
+
+def read_meta(workdir: str, which: str = "latest") -> tuple[dict, int, str]:
+    """The JSON record saved beside a checkpoint, without touching its arrays.
+
+    Returns:
+      (meta, step, folder).
+    """
+    with _read_only(workdir, which) as (manager, folder, step):
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+        except (KeyError, ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{folder}/{step}: this checkpoint has no readable meta record ({e}); it was not written by ffjax.") from e
+    return dict(meta or {}), step, folder
+
+
 def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: str = "latest") -> tuple[Any, dict, int]:
     """Restores only the train state (no data iterator) for evaluation or prediction.
 
@@ -131,18 +172,7 @@ def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: s
     Returns:
       (state, meta, step).
     """
-    root = os.path.abspath(os.path.expanduser(workdir_or_path))
-    folder = os.path.join(root, "best" if which == "best" else "checkpoints")
-    if not os.path.isdir(folder):
-        folder = root
-    manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        step = manager.latest_step() if which in ("latest", "best") else int(which)
-        if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(
-                f"No checkpoint {'' if which in ('latest', 'best') else which + ' '}in {folder}: train first "
-                f"(`ffjax train --workdir {workdir_or_path}`) or pass the right --workdir/--checkpoint."
-            )
+    with _read_only(workdir_or_path, which) as (manager, folder, step):
         try:
             restored = manager.restore(
                 step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()})
@@ -151,6 +181,4 @@ def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: s
             raise ValueError(
                 f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {e}"
             ) from e
-        return restored[_STATE], restored[_META], step
-    finally:
-        manager.close()
+    return restored[_STATE], restored[_META], step

@@ -391,10 +391,6 @@ def _validation_threshold(path: str) -> float | None:
     return report.get("metrics", {}).get("all", {}).get("all", {}).get("frame", {}).get("best_threshold")
 
 
-def evaluator_for(config: Any, mesh: Mesh, graphdef) -> SplitEvaluator:
-    return SplitEvaluator(config, mesh, graphdef)
-
-
 def headline(result: EvalResult) -> dict[str, float]:
     """The overall scalars (`frame/auc`, `pixel/iou_fake`, `video/auc`...), no breakdown rows."""
     return {k: v for k, v in result.scalars().items() if k.count("/") == 1}
@@ -419,4 +415,4 @@ def evaluate_checkpoint(config: Any, workdir: str, *, split: str = "test", check
     sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
     graphdef, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
     state, _, step = checkpoints.restore_for_inference(workdir, checkpoints.abstract_like(state), which=checkpoint)
-    return evaluator_for(config, mesh, graphdef).evaluate_split(state, split, step=step, workdir=workdir)
+    return SplitEvaluator(config, mesh, graphdef).evaluate_split(state, split, step=step, workdir=workdir)

@@ -36,12 +36,6 @@ class LoadedModel:
     dataset_build: dict  # the builder settings of the training data, from the checkpoint
 
 
-def _checkpoint_folder(workdir: Path, which: str) -> Path:
-    # The same choice as checkpoints.restore_for_inference.
-    folder = workdir / ("best" if which == "best" else "checkpoints")
-    return folder if folder.is_dir() else workdir
-
-
 def read_checkpoint_meta(workdir, which: str = "latest") -> tuple[dict, int]:
     """The JSON record saved with a checkpoint (training config, model name, step).
 
@@ -52,29 +46,15 @@ def read_checkpoint_meta(workdir, which: str = "latest") -> tuple[dict, int]:
     Returns:
       (meta, step).
     """
-    import orbax.checkpoint as ocp
+    from ffjax import checkpoints
 
     workdir = Path(workdir).expanduser().resolve()
     if not workdir.is_dir():
         raise FileNotFoundError(f"--workdir {workdir}: no such folder (the run directory `ffjax train` wrote).")
     if which not in ("latest", "best") and not str(which).isdigit():
         raise ValueError(f"--checkpoint={which!r}: use 'latest', 'best' or a step number.")
-    folder = _checkpoint_folder(workdir, which)
-    manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        step = manager.latest_step() if which in ("latest", "best") else int(which)
-        if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(
-                f"--workdir {workdir}: no checkpoint {'' if which in ('latest', 'best') else which + ' '}in {folder} "
-                f"(steps there: {sorted(manager.all_steps()) or 'none'}). Train first or pass the right --checkpoint."
-            )
-        try:
-            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        except (KeyError, ValueError, FileNotFoundError) as e:
-            raise ValueError(f"{folder}/{step}: this checkpoint has no readable meta record ({e}); it was not written by ffjax.") from e
-    finally:
-        manager.close()
-    return dict(meta or {}), int(step)
+    meta, step, _ = checkpoints.read_meta(str(workdir), str(which))
+    return meta, step
 
 
 def load_model(workdir, checkpoint: str = "latest", config=None) -> LoadedModel:
@@ -97,7 +77,7 @@ def load_model(workdir, checkpoint: str = "latest", config=None) -> LoadedModel:
 
     meta, step = read_checkpoint_meta(workdir, checkpoint)
     workdir = Path(workdir).expanduser().resolve()
-    folder = _checkpoint_folder(workdir, checkpoint)
+    folder = Path(checkpoints.checkpoint_folder(str(workdir), str(checkpoint)))
     if config is None:
         if not isinstance(meta.get("config"), dict):
             raise ValueError(f"{folder}/{step}: the checkpoint stores no training config; pass --config (the config it was trained with).")

@@ -244,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params.to_pure_dict()))
 
     step_fn = compile_train_step(config, mesh, graphdef, tx)
-    evaluator = evaluate.evaluator_for(config, mesh, graphdef)
+    evaluator = evaluate.SplitEvaluator(config, mesh, graphdef)
     try:
         with _Preempted() as preempted:
             results = _train_loop(
