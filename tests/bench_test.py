@@ -207,29 +207,3 @@ def test_torch_reference_suite_matches_the_pytorch_side():
         "xception_cls", 1.0,
     )
     assert TORCH_KEYS <= set(row) and (row["framework"], row["mode"]) == ("jax", "infer")
-
-
-@pytest.mark.parametrize("stride,size", [(1, 6), (2, 6), (2, 7)])
-def test_conv1x1_matmul_equals_nnx_conv_with_gradients(stride, size):
-    # The speed work's model change (ffjax.models.layers.conv1x1): same numbers as the
-    # convolution it replaces, forward and backward, for the shortcut strides used.
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from ffjax.models.layers import conv1x1
-
-    conv = nnx.Conv(5, 4, (1, 1), strides=stride, padding=((0, 0), (0, 0)), use_bias=False, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, size, size, 5))
-    kernel = conv.kernel[...]
-
-    def reference(x, k):
-        return jax.lax.conv_general_dilated(x, k, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    out = conv1x1(x, kernel, jnp.float32, stride)
-    assert out.shape == conv(x).shape == (2, -(-size // stride), -(-size // stride), 4)
-    assert jnp.allclose(out, conv(x), atol=1e-5)
-    g = jax.random.normal(jax.random.key(2), out.shape)
-    grads = jax.grad(lambda x, k: jnp.sum(conv1x1(x, k, jnp.float32, stride) * g), argnums=(0, 1))(x, kernel)
-    refs = jax.grad(lambda x, k: jnp.sum(reference(x, k) * g), argnums=(0, 1))(x, kernel)
-    for a, b in zip(grads, refs):
-        assert jnp.allclose(a, b, atol=1e-4)
