@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ffjax import cpu_malloc
+
 COMMANDS = {
     "train": ("ffjax.main", "train", "train (and validate) a model from a config"),
     "eval": ("ffjax.main", "eval", "evaluate a checkpoint on a split"),
@@ -19,7 +21,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv if argv is None else argv
+    if argv is None:  # the real command line (not a call from Python): the process is ours
+        cpu_malloc.reexec_if_needed()
+        argv = sys.argv
     if len(argv) < 2 or argv[1] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items())

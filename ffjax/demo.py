@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffjax import media, overlay
+from ffjax import cpu_malloc, media, overlay
 
 MARKER = ".ffjax_demo"  # marks a folder the demo made, so a rerun may clear it
 MASKED_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -342,4 +342,5 @@ def run(argv) -> dict:
 
 
 if __name__ == "__main__":
+    cpu_malloc.reexec_if_needed()
     run(sys.argv)

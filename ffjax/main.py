@@ -7,6 +7,8 @@ r"""Entry point for training and evaluation: parses flags and hands over, nothin
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ffjax import cpu_malloc
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, reports.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and validate), or only evaluate a checkpoint.")
@@ -37,4 +39,5 @@ def run(argv=None, mode: str | None = None):
 
 
 if __name__ == "__main__":
+    cpu_malloc.reexec_if_needed()
     run()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffjax import media, overlay
+from ffjax import cpu_malloc, media, overlay
 from ffjax.inference import LoadedModel, crop_settings, load_model
 
 # dlib's frontal detector upsamples once in FF++'s official detect_from_video.py: it finds
@@ -379,4 +379,5 @@ def run(argv) -> Prediction:
 
 
 if __name__ == "__main__":
+    cpu_malloc.reexec_if_needed()
     run(sys.argv)

@@ -148,7 +148,7 @@ def torch_reference_row(row: dict, name: str, fwd_gflops: float | None) -> dict:
         "cpu_util": row["cpu_util"],
         "loadavg_before": row["loadavg_before"],
         "loadavg_after": row["loadavg_after"],
-        "env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "XLA_FLAGS", "OMP_NUM_THREADS") if os.environ.get(k)},
+        "env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "XLA_FLAGS", "OMP_NUM_THREADS", "GLIBC_TUNABLES") if os.environ.get(k)},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -184,7 +184,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "host_cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "env": {k: os.environ[k] for k in ("XLA_FLAGS", "OMP_WAIT_POLICY", "JAX_PLATFORMS") if os.environ.get(k)},
+        "env": {k: os.environ[k] for k in ("XLA_FLAGS", "OMP_WAIT_POLICY", "JAX_PLATFORMS", "GLIBC_TUNABLES") if os.environ.get(k)},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
