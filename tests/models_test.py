@@ -21,6 +21,7 @@ from ffjax.models.layers import (
     conv1x1,
     conv3x3_kernel_grad,
     conv3x3_matmul_grad,
+    depthwise_conv_shifted,
     resolve_depthwise_impl,
 )
 from ffjax.models.resnet import ResNetBackbone
@@ -204,6 +205,28 @@ def test_separable_conv_grouped_and_shifted_agree_with_gradients():
     np.testing.assert_allclose(g_x, s_x, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_params), jax.tree.leaves(s_params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k", [((1, 19, 7, 4), 3), ((3, 8, 9, 2), 3), ((2, 5, 6, 3), 5), ((2, 17, 3, 1), 3)])
+def test_depthwise_shifted_backward_equals_grouped_convolution(shape, k):
+    # The hand-written backward (flipped-kernel input gradient, row-grouped kernel gradient):
+    # heights that are and are not multiples of the row group, one image, a 5x5 kernel.
+    c = shape[-1]
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 1, c))
+    g = jax.random.normal(jax.random.key(2), shape)
+
+    def grouped(x, kernel):
+        p = k // 2
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c
+        )
+
+    got = jax.grad(lambda x, w: jnp.sum(depthwise_conv_shifted(x, w) * g), argnums=(0, 1))(x, kernel)
+    want = jax.grad(lambda x, w: jnp.sum(grouped(x, w) * g), argnums=(0, 1))(x, kernel)
+    np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped(x, kernel), rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_xception_depthwise_forms_share_checkpoints_and_agree():

@@ -274,21 +274,7 @@ def resolve_depthwise_impl(impl: str) -> str:
     return impl
 
 
-def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 'same' depthwise convolution as a sum of shifted slices times channel weights.
-
-    Plain autodiff is used for the backward pass: a hand-written VJP (flipped-kernel shifted
-    sum for the input, nine multiply-reduces for the kernel) measured no faster on XLA:CPU
-    inside a conv-BN-ReLU chain.
-
-    Args:
-      x: input [B, H, W, C].
-      kernel: depthwise kernel [kh, kw, 1, C] (the layout of `nnx.Conv` with
-        feature_group_count=C), kh and kw odd.
-
-    Returns:
-      [B, H, W, C], equal to the grouped convolution with symmetric padding (k - 1) / 2.
-    """
+def _depthwise_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
     kh, kw = kernel.shape[:2]
     h, w = x.shape[1:3]
     xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
@@ -298,6 +284,76 @@ def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
             term = xp[:, i : i + h, j : j + w, :] * kernel[i, j, 0]
             out = term if out is None else out + term
     return out
+
+
+# Rows summed elementwise before the kernel gradient's reduction (see depthwise_kernel_grad).
+DEPTHWISE_GRAD_ROWS = 8
+
+
+def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kh: int, kw: int) -> jax.Array:
+    """Kernel gradient of `depthwise_conv_shifted`, reading x and g about once.
+
+    Autodiff computes one full reduction of g times a shifted x per tap (nine passes over
+    both for 3x3). Here each tap's product is first summed over groups of
+    DEPTHWISE_GRAD_ROWS rows with plain additions (one loop fusion for all taps, writing
+    9/8 of g's size, channel-concatenated) and that is reduced once. Measured 1.5-1.9x faster
+    than autodiff's (8x150x150x128: 88 vs 133 ms; 8x19x19x728: 6.7 vs 12.5 ms). Summing over
+    rows rather than over the batch keeps it local to each device of a batch-sharded mesh.
+
+    Args:
+      x: convolution input [B, H, W, C].
+      g: gradient of the convolution output [B, H, W, C].
+      kh, kw: odd kernel sides.
+
+    Returns:
+      The kernel gradient [kh, kw, 1, C].
+    """
+    b, h, w, c = x.shape
+    r = DEPTHWISE_GRAD_ROWS
+    hr = -(-h // r) * r  # rows padded with zeros (zero gradient) to a multiple of r
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2 + hr - h), (kw // 2, kw // 2), (0, 0)))
+    gp = jnp.pad(g, ((0, 0), (0, hr - h), (0, 0), (0, 0))).reshape(b, hr // r, r, w, c)
+    partial = []
+    for i in range(kh):
+        for j in range(kw):
+            xs = xp[:, i : i + hr, j : j + w, :].reshape(b, hr // r, r, w, c)
+            acc = gp[:, :, 0] * xs[:, :, 0]
+            for q in range(1, r):
+                acc = acc + gp[:, :, q] * xs[:, :, q]
+            partial.append(acc)
+    return jnp.sum(jnp.concatenate(partial, axis=-1), axis=(0, 1, 2)).reshape(kh, kw, 1, c)
+
+
+@jax.custom_vjp
+def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'same' depthwise convolution as a sum of shifted slices times channel weights.
+
+    Backward: the input gradient is the same shifted sum of g with the kernel flipped; the
+    kernel gradient is `depthwise_kernel_grad`.
+
+    Args:
+      x: input [B, H, W, C].
+      kernel: depthwise kernel [kh, kw, 1, C] (the layout of `nnx.Conv` with
+        feature_group_count=C), kh and kw odd.
+
+    Returns:
+      [B, H, W, C], equal to the grouped convolution with symmetric padding (k - 1) / 2.
+    """
+    return _depthwise_shifted(x, kernel)
+
+
+def _depthwise_fwd(x, kernel):
+    return _depthwise_shifted(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    dx = _depthwise_shifted(g, kernel[::-1, ::-1])
+    return dx, depthwise_kernel_grad(x, g, kh, kw).astype(kernel.dtype)
+
+
+depthwise_conv_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 class SeparableConv(nnx.Module):
