@@ -207,3 +207,23 @@ def test_torch_reference_suite_matches_the_pytorch_side():
         "xception_cls", 1.0,
     )
     assert TORCH_KEYS <= set(row) and (row["framework"], row["mode"]) == ("jax", "infer")
+
+
+def test_identity_matmul_transposes_are_left_out_of_the_flop_count():
+    # The CPU backward pass transposes g with an identity matmul (layers.transpose_by_matmul):
+    # data movement, not model arithmetic. The bench counts exactly those FLOPs and subtracts
+    # them: 2 * Cout * Cout * rows for a 1x1 convolution's kernel gradient.
+    import jax.numpy as jnp
+
+    from ffjax.bench import steps
+    from ffjax.models.layers import conv1x1
+
+    x = jnp.ones((2, 4, 4, 3))
+    kernel = jnp.ones((1, 1, 3, 5))
+
+    def make_jitted():
+        return jax.jit(jax.grad(lambda x, k: jnp.sum(conv1x1(x, k, jnp.float32) ** 2), argnums=1))
+
+    expected = 2 * 5 * 5 * (2 * 4 * 4) if jax.default_backend() == "cpu" else 0
+    # (plus a few FLOPs per entry of building the 5x5 identity)
+    assert steps._transpose_flops(make_jitted, x, kernel) == pytest.approx(expected, abs=4 * 5 * 5)

@@ -23,6 +23,7 @@ from ffjax.models.layers import (
     conv3x3_matmul_grad,
     depthwise_conv_shifted,
     resolve_depthwise_impl,
+    transpose_by_matmul,
 )
 from ffjax.models.resnet import ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
@@ -397,3 +398,9 @@ def test_conv_bn_relu_matmul_grad_path_equals_nnx_conv():
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_transpose_by_matmul_is_exact():
+    # Bit-exact, also for values far apart in magnitude (the identity's zeros add nothing).
+    a = jax.random.normal(jax.random.key(0), (300, 7)) * jnp.logspace(-30, 30, 7)
+    np.testing.assert_array_equal(transpose_by_matmul(a), a.T)

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ffjax import models, optim, sharding, train
+from ffjax.models import layers
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 MODES = ("train", "eval")
@@ -99,14 +100,39 @@ def _eval_step(graphdef: nnx.GraphDef, task: str, topk: float):
     return step
 
 
+def _lowered_flops(make_jitted, state, batch, transpose_by_matmul: bool) -> float:
+    """XLA's FLOP count of the unoptimised step, with or without the identity-matmul transposes."""
+    saved = layers.TRANSPOSE_BY_MATMUL
+    layers.TRANSPOSE_BY_MATMUL = transpose_by_matmul
+    try:  # a fresh jit object: the flag is read while tracing, and traces are cached per object
+        cost = make_jitted().lower(state, batch).cost_analysis()
+    finally:
+        layers.TRANSPOSE_BY_MATMUL = saved
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def _transpose_flops(make_jitted, state, batch) -> float:
+    """FLOPs that `layers.transpose_by_matmul` adds to a CPU train step (0 elsewhere).
+
+    They are data movement done by the matmul library, not model arithmetic: the step's FLOP
+    count (and so GFLOP/s and MFU) leaves them out.
+    """
+    if jax.default_backend() != "cpu":
+        return 0.0
+    return max(0.0, _lowered_flops(make_jitted, state, batch, True) - _lowered_flops(make_jitted, state, batch, False))
+
+
 def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Array]):
-    """(compiled step, first argument, params count, compile seconds) for one mode."""
+    """(compiled step, first argument, params count, compile seconds, FLOPs to leave out) for one mode."""
     tick = time.perf_counter()
     if mode == "train":
         tx = optim.make_optimizer(cfg)
         graphdef, state = train.create_train_state(cfg, mesh, tx)
         params = train.count_params(state)
         jitted = train.compile_train_step(cfg, mesh, graphdef, tx)
+        count_excluded = lambda: _transpose_flops(lambda: train.compile_train_step(cfg, mesh, graphdef, tx), state, batch)
     elif mode == "eval":
         abstract = nnx.eval_shape(lambda: train.build_model(cfg, cfg.seed))
         graphdef, _ = nnx.split(abstract)
@@ -114,10 +140,12 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
         step = _eval_step(graphdef, models.MODELS[cfg.model].task, cfg.frame_score_topk)
         jitted = jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)), out_shardings=sharding.data_sharded(mesh))
+        count_excluded = lambda: 0.0  # the identity-matmul transposes are only in backward passes
     else:
         raise ValueError(f"--modes: {mode!r} is not one of {MODES}.")
     compiled = jitted.lower(state, batch).compile()
-    return compiled, state, params, time.perf_counter() - tick
+    compile_s = time.perf_counter() - tick
+    return compiled, state, params, compile_s, count_excluded()
 
 
 def measure(
@@ -147,7 +175,7 @@ def measure(
     sharding.check_batch_size(case.batch, mesh, "--batch_sizes")
     host = synthetic_batch(case.batch // jax.process_count(), case.image_size, seed)
     batch = jax.block_until_ready(sharding.global_batch(host, mesh))
-    compiled, state, params, compile_s = _build(cfg, case.mode, mesh, batch)
+    compiled, state, params, compile_s, excluded_flops = _build(cfg, case.mode, mesh, batch)
     cost = _cost(compiled)
 
     def run_once(state):
@@ -182,7 +210,8 @@ def measure(
 
     median = statistics.median(times)
     # cost_analysis describes one device's partitioned program; every device runs one.
-    flops_step = float(cost.get("flops", 0.0)) * case.devices if cost.get("flops") else None
+    # (less the identity-matmul transposes of CPU backward passes: not model arithmetic).
+    flops_step = (float(cost["flops"]) - excluded_flops) * case.devices if cost.get("flops") else None
     threads = _threads()
     return {
         **dataclasses.asdict(case),
@@ -199,6 +228,7 @@ def measure(
         "ms_steps": [round(t * 1e3, 3) for t in times],
         "images_per_s": round(case.batch / median, 4),
         "flops_per_step": flops_step,
+        "transpose_matmul_flops_excluded": excluded_flops * case.devices,
         "gflops_per_image": round(flops_step / case.batch / 1e9, 4) if flops_step else None,
         "achieved_gflops_per_s": round(flops_step / median / 1e9, 3) if flops_step else None,
         "bytes_accessed_per_step": float(cost["bytes accessed"]) * case.devices if cost.get("bytes accessed") else None,

@@ -113,7 +113,54 @@ def conv1x1(x: jax.Array, kernel: jax.Array, dtype, stride: int = 1) -> jax.Arra
     if stride != 1:
         x = x[:, ::stride, ::stride, :]
     x, kernel = nnx_dtypes.promote_dtype((x, kernel), dtype=dtype)
+    if _transpose_by_matmul():
+        return _pointwise_matmul(x, kernel[0, 0])
     return jnp.dot(x, kernel[0, 0])
+
+
+# Read when a function is traced; `ffjax.bench` turns it off to count model FLOPs without the
+# identity matmuls below.
+TRANSPOSE_BY_MATMUL = True
+
+
+def _transpose_by_matmul() -> bool:
+    return TRANSPOSE_BY_MATMUL and jax.default_backend() == "cpu"
+
+
+def transpose_by_matmul(a: jax.Array) -> jax.Array:
+    """a.T for a 2-D array, computed as eye(N) @ a.T by the matmul library (CPU).
+
+    XLA:CPU's transposes of activation-sized arrays are slow (96 ms for a [180000, 128] f32
+    array on 2 cores), and when XLA fuses one into its producer (BatchNorm's backward, for
+    the kernel gradients below) the fusion writes in transposed order (150-300 ms each in the
+    xception_cls train step). A matmul with the identity, contracting a's minor axis, reads a
+    row by row and writes a.T with the library's blocked kernels on every core. Exact for
+    finite values (each output is one product with 1 plus exact zeros); a non-finite entry
+    spreads along its row of the output, and such a step is stopped by the trainer anyway.
+    """
+    eye = jnp.eye(a.shape[1], dtype=a.dtype)
+    # The barrier keeps the product a materialised operand of the next matmul.
+    return jax.lax.optimization_barrier(jax.lax.dot_general(eye, a, (((1,), (1,)), ((), ()))))
+
+
+@jax.custom_vjp
+def _pointwise_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jnp.dot(x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, g):
+    x, kernel = residuals
+    g2 = g.reshape(-1, g.shape[-1])
+    # Kernel gradient x^T g as (g^T x)^T: XLA would transpose g (fused into its producer).
+    dk = jnp.dot(transpose_by_matmul(g2), x.reshape(-1, x.shape[-1])).T
+    return jnp.dot(g, kernel.T), dk.astype(kernel.dtype)
+
+
+_pointwise_matmul.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 # Stride-1 3x3 convolutions at least this wide (both channel counts) and this large (H * W)
@@ -153,9 +200,13 @@ def conv3x3_kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     reach = wp + 1  # the largest row offset of a tap
     pad = ((0, 0), (1, 1), (1, 1), (0, 0))
     xf = jnp.pad(jnp.pad(x, pad).reshape(rows, cin), ((reach, reach), (0, 0)))
-    # The barrier makes g's transpose one plain copy; fused into g's producers (BatchNorm's
-    # backward) it wrote in transposed order and was slower.
-    gt = jax.lax.optimization_barrier(jnp.pad(g, pad).reshape(rows, cout).T)
+    gf = jnp.pad(g, pad).reshape(rows, cout)
+    if _transpose_by_matmul():
+        gt = transpose_by_matmul(gf)
+    else:
+        # A barrier at least makes the transpose one plain copy: fused into g's producers
+        # (BatchNorm's backward) it wrote in transposed order and was slower.
+        gt = jax.lax.optimization_barrier(gf.T)
     taps = []
     for i in range(3):
         for j in range(3):
