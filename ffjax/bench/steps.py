@@ -100,28 +100,16 @@ def _eval_step(graphdef: nnx.GraphDef, task: str, topk: float):
     return step
 
 
-def _lowered_flops(make_jitted, state, batch, transpose_by_matmul: bool) -> float:
-    """XLA's FLOP count of the unoptimised step, with or without the identity-matmul transposes."""
-    saved = layers.TRANSPOSE_BY_MATMUL
-    layers.TRANSPOSE_BY_MATMUL = transpose_by_matmul
-    try:  # a fresh jit object: the flag is read while tracing, and traces are cached per object
-        cost = make_jitted().lower(state, batch).cost_analysis()
-    finally:
-        layers.TRANSPOSE_BY_MATMUL = saved
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", 0.0))
+def _transpose_flops(lower) -> tuple[Any, float]:
+    """(lower(), FLOPs of the identity-matmul transposes traced while lowering).
 
-
-def _transpose_flops(make_jitted, state, batch) -> float:
-    """FLOPs that `layers.transpose_by_matmul` adds to a CPU train step (0 elsewhere).
-
-    They are data movement done by the matmul library, not model arithmetic: the step's FLOP
-    count (and so GFLOP/s and MFU) leaves them out.
+    `layers.transpose_by_matmul` (CPU backward passes) is data movement done by the matmul
+    library, not model arithmetic: the step's FLOP count (and so GFLOP/s and MFU) leaves it
+    out. The count is taken at trace time, with global shapes, i.e. for all devices together.
     """
-    if jax.default_backend() != "cpu":
-        return 0.0
-    return max(0.0, _lowered_flops(make_jitted, state, batch, True) - _lowered_flops(make_jitted, state, batch, False))
+    before = layers.TRANSPOSE_FLOPS_TRACED
+    lowered = lower()
+    return lowered, float(layers.TRANSPOSE_FLOPS_TRACED - before)
 
 
 def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Array]):
@@ -132,7 +120,7 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         graphdef, state = train.create_train_state(cfg, mesh, tx)
         params = train.count_params(state)
         jitted = train.compile_train_step(cfg, mesh, graphdef, tx)
-        count_excluded = lambda: _transpose_flops(lambda: train.compile_train_step(cfg, mesh, graphdef, tx), state, batch)
+
     elif mode == "eval":
         abstract = nnx.eval_shape(lambda: train.build_model(cfg, cfg.seed))
         graphdef, _ = nnx.split(abstract)
@@ -140,12 +128,12 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
         step = _eval_step(graphdef, models.MODELS[cfg.model].task, cfg.frame_score_topk)
         jitted = jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)), out_shardings=sharding.data_sharded(mesh))
-        count_excluded = lambda: 0.0  # the identity-matmul transposes are only in backward passes
+
     else:
         raise ValueError(f"--modes: {mode!r} is not one of {MODES}.")
-    compiled = jitted.lower(state, batch).compile()
-    compile_s = time.perf_counter() - tick
-    return compiled, state, params, compile_s, count_excluded()
+    lowered, excluded = _transpose_flops(lambda: jitted.lower(state, batch))
+    compiled = lowered.compile()
+    return compiled, state, params, time.perf_counter() - tick, excluded
 
 
 def measure(
@@ -210,8 +198,9 @@ def measure(
 
     median = statistics.median(times)
     # cost_analysis describes one device's partitioned program; every device runs one.
-    # (less the identity-matmul transposes of CPU backward passes: not model arithmetic).
-    flops_step = (float(cost["flops"]) - excluded_flops) * case.devices if cost.get("flops") else None
+    # Less the identity-matmul transposes of CPU backward passes (not model arithmetic),
+    # counted on the unpartitioned program, i.e. already for all devices.
+    flops_step = float(cost["flops"]) * case.devices - excluded_flops if cost.get("flops") else None
     threads = _threads()
     return {
         **dataclasses.asdict(case),
@@ -228,7 +217,7 @@ def measure(
         "ms_steps": [round(t * 1e3, 3) for t in times],
         "images_per_s": round(case.batch / median, 4),
         "flops_per_step": flops_step,
-        "transpose_matmul_flops_excluded": excluded_flops * case.devices,
+        "transpose_matmul_flops_excluded": excluded_flops,
         "gflops_per_image": round(flops_step / case.batch / 1e9, 4) if flops_step else None,
         "achieved_gflops_per_s": round(flops_step / median / 1e9, 3) if flops_step else None,
         "bytes_accessed_per_step": float(cost["bytes accessed"]) * case.devices if cost.get("bytes accessed") else None,
