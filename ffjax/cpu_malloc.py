@@ -1,7 +1,7 @@
 """glibc malloc settings for XLA:CPU, applied by re-running the command before JAX starts.
 
 XLA:CPU takes each step's temporary buffers from malloc and frees them when the step ends
-(about 7 GB per xception_cls train step at batch 8, 299 px). glibc hands out blocks that
+(several GB per xception_cls train step at batch 8, 299 px). glibc hands out blocks that
 large as fresh mmap'd pages and unmaps them on free, so every step page-faults and zeroes
 its whole working set again: 3.6 s of kernel time in a 6.7 s step, measured on the 2-core
 VM of docs/performance.md. Keeping freed memory in the heap (no mmap for large blocks, no

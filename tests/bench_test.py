@@ -210,7 +210,7 @@ def test_torch_reference_suite_matches_the_pytorch_side():
 
 
 def test_identity_matmul_transposes_are_left_out_of_the_flop_count():
-    # The CPU backward pass transposes g with an identity matmul (layers.transpose_by_matmul):
+    # The CPU backward pass transposes g with an identity matmul (cpu_ops.transpose_by_matmul):
     # data movement, not model arithmetic. The bench counts exactly those FLOPs and subtracts
     # them: 2 * Cout * Cout * rows for a 1x1 convolution's kernel gradient.
     import jax.numpy as jnp

@@ -15,16 +15,13 @@ from ffjax.models import (
     flops_per_image,
     frame_score,
 )
-from ffjax.models.layers import (
-    ConvBNReLU,
-    SeparableConv,
-    conv1x1,
+from ffjax.models.cpu_ops import (
     conv3x3_kernel_grad,
     conv3x3_matmul_grad,
     depthwise_conv_shifted,
-    resolve_depthwise_impl,
     transpose_by_matmul,
 )
+from ffjax.models.layers import ConvBNReLU, SeparableConv, conv1x1, resolve_depthwise_impl
 from ffjax.models.resnet import ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
 

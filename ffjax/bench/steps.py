@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ffjax import models, optim, sharding, train
-from ffjax.models import layers
+from ffjax.models import cpu_ops
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 MODES = ("train", "eval")
@@ -103,13 +103,13 @@ def _eval_step(graphdef: nnx.GraphDef, task: str, topk: float):
 def _transpose_flops(lower) -> tuple[Any, float]:
     """(lower(), FLOPs of the identity-matmul transposes traced while lowering).
 
-    `layers.transpose_by_matmul` (CPU backward passes) is data movement done by the matmul
+    `cpu_ops.transpose_by_matmul` (CPU backward passes) is data movement done by the matmul
     library, not model arithmetic: the step's FLOP count (and so GFLOP/s and MFU) leaves it
     out. The count is taken at trace time, with global shapes, i.e. for all devices together.
     """
-    before = layers.TRANSPOSE_FLOPS_TRACED
+    before = cpu_ops.TRANSPOSE_FLOPS_TRACED
     lowered = lower()
-    return lowered, float(layers.TRANSPOSE_FLOPS_TRACED - before)
+    return lowered, float(cpu_ops.TRANSPOSE_FLOPS_TRACED - before)
 
 
 def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Array]):
@@ -120,7 +120,6 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         graphdef, state = train.create_train_state(cfg, mesh, tx)
         params = train.count_params(state)
         jitted = train.compile_train_step(cfg, mesh, graphdef, tx)
-
     elif mode == "eval":
         abstract = nnx.eval_shape(lambda: train.build_model(cfg, cfg.seed))
         graphdef, _ = nnx.split(abstract)
@@ -128,7 +127,6 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
         step = _eval_step(graphdef, models.MODELS[cfg.model].task, cfg.frame_score_topk)
         jitted = jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)), out_shardings=sharding.data_sharded(mesh))
-
     else:
         raise ValueError(f"--modes: {mode!r} is not one of {MODES}.")
     lowered, excluded = _transpose_flops(lambda: jitted.lower(state, batch))
