@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ffjax import metrics
+from ffjax import metrics, xla_options
 from ffjax.eval_report import EvalResult, summarize, write_report  # noqa: F401 (API)
 
 TASKS = ("segmentation", "classification")
@@ -113,6 +113,7 @@ class Evaluator:
             self._step,
             in_shardings=(self._replicated, self._data),
             out_shardings=(self._replicated, self._data),
+            compiler_options=xla_options.compiler_options(),
         )
         self._compiled: dict[Any, Any] = {}
 

@@ -94,7 +94,7 @@ class Predictor:
         import jax.numpy as jnp
         from flax import nnx
 
-        from ffjax import models, sharding
+        from ffjax import models, sharding, xla_options
 
         config = model.config
         self.model = model
@@ -120,7 +120,10 @@ class Predictor:
             return out
 
         self._data = sharding.data_sharded(model.mesh)
-        jitted = jax.jit(forward, in_shardings=(sharding.replicated(model.mesh), self._data), out_shardings=self._data)
+        jitted = jax.jit(
+            forward, in_shardings=(sharding.replicated(model.mesh), self._data), out_shardings=self._data,
+            compiler_options=xla_options.compiler_options(),
+        )
         images = jax.ShapeDtypeStruct((self.batch_size, self.image_size, self.image_size, 3), np.uint8, sharding=self._data)
         tick = time.perf_counter()
         self._step = jitted.lower(model.state, images).compile()

@@ -24,7 +24,7 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
-from ffjax import checkpoints, losses, models, optim, sharding, writers
+from ffjax import checkpoints, losses, models, optim, sharding, writers, xla_options
 from ffjax.data import pipeline
 
 
@@ -152,13 +152,16 @@ def _has_rng_streams(rest: nnx.State) -> bool:
 
 
 def compile_train_step(config: Any, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Any:
-    """`train_step` jitted with explicit shardings and the state donated."""
+    """`train_step` jitted with explicit shardings, the state donated and `xla_options`."""
     step = functools.partial(
         train_step, graphdef=graphdef, tx=tx, loss_cfg=config.loss, dtype=_dtype(config.dtype),
         schedule=optim.learning_rate_schedule(config), grad_accum_steps=config.grad_accum_steps,
     )
     repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-    return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(
+        step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
+        compiler_options=xla_options.compiler_options(),
+    )
 
 
 class _Preempted:

@@ -15,13 +15,8 @@ from ffjax.models import (
     flops_per_image,
     frame_score,
 )
-from ffjax.models.cpu_ops import (
-    conv3x3_kernel_grad,
-    conv3x3_matmul_grad,
-    depthwise_conv_shifted,
-    transpose_by_matmul,
-)
-from ffjax.models.layers import ConvBNReLU, SeparableConv, conv1x1, resolve_depthwise_impl
+from ffjax.models.cpu_ops import depthwise_conv_shifted
+from ffjax.models.layers import SeparableConv, resolve_depthwise_impl
 from ffjax.models.resnet import ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
 
@@ -337,67 +332,3 @@ def test_flops_per_image_scales_with_area():
     assert large == pytest.approx(4 * small, rel=0.05)
 
 
-@pytest.mark.parametrize("stride,size", [(1, 6), (2, 6), (2, 7)])
-def test_conv1x1_matmul_equals_nnx_conv_with_gradients(stride, size):
-    # The speed work's model change (ffjax.models.layers.conv1x1): same numbers as the
-    # convolution it replaces, forward and backward, for the shortcut strides used.
-    conv = nnx.Conv(5, 4, (1, 1), strides=stride, padding=((0, 0), (0, 0)), use_bias=False, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (2, size, size, 5))
-    kernel = conv.kernel[...]
-
-    def reference(x, k):
-        return jax.lax.conv_general_dilated(x, k, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    out = conv1x1(x, kernel, jnp.float32, stride)
-    assert out.shape == conv(x).shape == (2, -(-size // stride), -(-size // stride), 4)
-    assert jnp.allclose(out, conv(x), atol=1e-5)
-    g = jax.random.normal(jax.random.key(2), out.shape)
-    grads = jax.grad(lambda x, k: jnp.sum(conv1x1(x, k, jnp.float32, stride) * g), argnums=(0, 1))(x, kernel)
-    refs = jax.grad(lambda x, k: jnp.sum(reference(x, k) * g), argnums=(0, 1))(x, kernel)
-    for a, b in zip(grads, refs):
-        assert jnp.allclose(a, b, atol=1e-4)
-
-
-def _conv3x3_reference(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@pytest.mark.parametrize("shape", [(2, 5, 7, 3, 4), (1, 8, 8, 6, 2), (3, 4, 4, 1, 5)])
-def test_conv3x3_kernel_grad_equals_xla(shape):
-    # Non-square, odd, one-channel and one-image cases: the flat row shifts must never read a
-    # neighbouring row, image or the padding of another image.
-    b, h, w, cin, cout = shape
-    x = jax.random.normal(jax.random.key(0), (b, h, w, cin))
-    k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-    g = jax.random.normal(jax.random.key(2), (b, h, w, cout))
-    _, vjp = jax.vjp(lambda k: _conv3x3_reference(x, k), k)
-    np.testing.assert_allclose(conv3x3_kernel_grad(x, g), vjp(g)[0], rtol=1e-4, atol=1e-4)
-    out, grads = jax.value_and_grad(lambda x, k: jnp.sum(conv3x3_matmul_grad(x, k) * g), argnums=(0, 1))(x, k)
-    ref_out, ref_grads = jax.value_and_grad(lambda x, k: jnp.sum(_conv3x3_reference(x, k) * g), argnums=(0, 1))(x, k)
-    np.testing.assert_allclose(out, ref_out, rtol=1e-5)
-    for a, b_ in zip(grads, ref_grads):
-        np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-4)
-
-
-def test_conv_bn_relu_matmul_grad_path_equals_nnx_conv():
-    # Large enough to take the matmul kernel gradient on CPU; the same module with the flag
-    # off runs nnx.Conv: identical loss and gradients for every parameter.
-    layer = ConvBNReLU(32, 32, 3, rngs=nnx.Rngs(0))
-    assert layer.matmul_grad
-    x = jax.random.normal(jax.random.key(3), (2, 32, 32, 32))
-
-    def loss(module, x):
-        return jnp.mean(module(x, train=True) ** 2)
-
-    got = nnx.value_and_grad(loss)(layer, x)
-    layer.matmul_grad = False
-    want = nnx.value_and_grad(loss)(layer, x)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-
-
-def test_transpose_by_matmul_is_exact():
-    # Bit-exact, also for values far apart in magnitude (the identity's zeros add nothing).
-    a = jax.random.normal(jax.random.key(0), (300, 7)) * jnp.logspace(-30, 30, 7)
-    np.testing.assert_array_equal(transpose_by_matmul(a), a.T)

@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ffjax import models, optim, sharding, train
-from ffjax.models import cpu_ops
+from ffjax import models, optim, sharding, train, xla_options
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 MODES = ("train", "eval")
@@ -100,20 +99,8 @@ def _eval_step(graphdef: nnx.GraphDef, task: str, topk: float):
     return step
 
 
-def _transpose_flops(lower) -> tuple[Any, float]:
-    """(lower(), FLOPs of the identity-matmul transposes traced while lowering).
-
-    `cpu_ops.transpose_by_matmul` (CPU backward passes) is data movement done by the matmul
-    library, not model arithmetic: the step's FLOP count (and so GFLOP/s and MFU) leaves it
-    out. The count is taken at trace time, with global shapes, i.e. for all devices together.
-    """
-    before = cpu_ops.TRANSPOSE_FLOPS_TRACED
-    lowered = lower()
-    return lowered, float(cpu_ops.TRANSPOSE_FLOPS_TRACED - before)
-
-
 def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Array]):
-    """(compiled step, first argument, params count, compile seconds, FLOPs to leave out) for one mode."""
+    """(compiled step, first argument, params count, compile seconds) for one mode."""
     tick = time.perf_counter()
     if mode == "train":
         tx = optim.make_optimizer(cfg)
@@ -126,12 +113,14 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         state = jax.jit(lambda: nnx.split(train.build_model(cfg, cfg.seed))[1], out_shardings=sharding.replicated(mesh))()
         params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
         step = _eval_step(graphdef, models.MODELS[cfg.model].task, cfg.frame_score_topk)
-        jitted = jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)), out_shardings=sharding.data_sharded(mesh))
+        jitted = jax.jit(
+            step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
+            out_shardings=sharding.data_sharded(mesh), compiler_options=xla_options.compiler_options(),
+        )
     else:
         raise ValueError(f"--modes: {mode!r} is not one of {MODES}.")
-    lowered, excluded = _transpose_flops(lambda: jitted.lower(state, batch))
-    compiled = lowered.compile()
-    return compiled, state, params, time.perf_counter() - tick, excluded
+    compiled = jitted.lower(state, batch).compile()
+    return compiled, state, params, time.perf_counter() - tick
 
 
 def measure(
@@ -161,7 +150,7 @@ def measure(
     sharding.check_batch_size(case.batch, mesh, "--batch_sizes")
     host = synthetic_batch(case.batch // jax.process_count(), case.image_size, seed)
     batch = jax.block_until_ready(sharding.global_batch(host, mesh))
-    compiled, state, params, compile_s, excluded_flops = _build(cfg, case.mode, mesh, batch)
+    compiled, state, params, compile_s = _build(cfg, case.mode, mesh, batch)
     cost = _cost(compiled)
 
     def run_once(state):
@@ -196,9 +185,7 @@ def measure(
 
     median = statistics.median(times)
     # cost_analysis describes one device's partitioned program; every device runs one.
-    # Less the identity-matmul transposes of CPU backward passes (not model arithmetic),
-    # counted on the unpartitioned program, i.e. already for all devices.
-    flops_step = float(cost["flops"]) * case.devices - excluded_flops if cost.get("flops") else None
+    flops_step = float(cost["flops"]) * case.devices if cost.get("flops") else None
     threads = _threads()
     return {
         **dataclasses.asdict(case),
@@ -215,7 +202,6 @@ def measure(
         "ms_steps": [round(t * 1e3, 3) for t in times],
         "images_per_s": round(case.batch / median, 4),
         "flops_per_step": flops_step,
-        "transpose_matmul_flops_excluded": excluded_flops,
         "gflops_per_image": round(flops_step / case.batch / 1e9, 4) if flops_step else None,
         "achieved_gflops_per_s": round(flops_step / median / 1e9, 3) if flops_step else None,
         "bytes_accessed_per_step": float(cost["bytes accessed"]) * case.devices if cost.get("bytes accessed") else None,

@@ -94,32 +94,6 @@ def check_divisible(images: jax.Array, factor: int, model_name: str) -> None:
         )
 
 
-def conv1x1(x: jax.Array, kernel: jax.Array, dtype, stride: int = 1) -> jax.Array:
-    """A 1x1 convolution (no padding) written as a matmul over the channel axis.
-
-    Same result and parameter layout as `nnx.Conv` with a (1, 1) kernel, but XLA:CPU runs it
-    much faster: it computes a 1x1 convolution's kernel gradient as a convolution whose window
-    is the whole feature map (~10 GFLOP/s on 2 cores), while the matmul form's gradient is a
-    matmul (measured: Xception train step -24%, inference -29%; docs/performance.md). GPUs
-    and TPUs run 1x1 convolutions as matmuls anyway.
-
-    Args:
-      x: input [B, H, W, Cin].
-      kernel: [1, 1, Cin, Cout], the `nnx.Conv` kernel.
-      dtype: computation dtype.
-      stride: spatial stride (a strided 1x1 convolution only reads every stride-th pixel).
-
-    Returns:
-      [B, ceil(H / stride), ceil(W / stride), Cout].
-    """
-    if stride != 1:
-        x = x[:, ::stride, ::stride, :]
-    x, kernel = nnx_dtypes.promote_dtype((x, kernel), dtype=dtype)
-    if cpu_ops.on_cpu():
-        return cpu_ops.pointwise_matmul(x, kernel[0, 0])
-    return jnp.dot(x, kernel[0, 0])
-
-
 class ConvBNReLU(nnx.Module):
     """Convolution without bias, BatchNorm, optional ReLU (PyTorch-style symmetric padding)."""
 
@@ -164,28 +138,11 @@ class ConvBNReLU(nnx.Module):
         )
         self.bn = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.relu = relu
-        # Unpadded 1x1 convolutions (the Xception and ResNet shortcuts) run as matmuls.
-        self.as_matmul = kernel_size == 1 and pad == 0
-        # Same parameters and forward pass; only the backward differs (CPU only: GPUs and
-        # TPUs have fast convolution kernel gradients).
-        self.matmul_grad = (
-            kernel_size == 3
-            and stride == 1
-            and pad == 1
-            and min(in_features, out_features) >= cpu_ops.MATMUL_GRAD_MIN_CHANNELS
-            and cpu_ops.on_cpu()
-        )
         self.stride = stride
         self.dtype = dtype
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        if self.as_matmul:
-            x = conv1x1(x, self.conv.kernel[...], self.dtype, self.stride)
-        elif self.matmul_grad and x.shape[1] * x.shape[2] >= cpu_ops.MATMUL_GRAD_MIN_PIXELS:
-            x, kernel = nnx_dtypes.promote_dtype((x, self.conv.kernel[...]), dtype=self.dtype)
-            x = cpu_ops.conv3x3_matmul_grad(x, kernel)
-        else:
-            x = self.conv(x)
+        x = self.conv(x)
         x = self.bn(x, use_running_average=not train)
         return nnx.relu(x) if self.relu else x
 
@@ -208,7 +165,7 @@ def resolve_depthwise_impl(impl: str) -> str:
 
 
 class SeparableConv(nnx.Module):
-    """Depthwise kxk (no bias) then pointwise 1x1 (no bias, run as a matmul), stride 1, 'same' size.
+    """Depthwise kxk (no bias) then pointwise 1x1 (no bias), stride 1, 'same' size.
 
     Both depthwise formulations read the same `depthwise.kernel` parameter, so a checkpoint
     written with one loads into the other.
@@ -268,4 +225,4 @@ class SeparableConv(nnx.Module):
         else:
             x, kernel = nnx_dtypes.promote_dtype((x, self.depthwise.kernel[...]), dtype=self.dtype)
             x = cpu_ops.depthwise_conv_shifted(x, kernel)
-        return conv1x1(x, self.pointwise.kernel[...], self.dtype)
+        return self.pointwise(x)
