@@ -15,7 +15,7 @@ from ffjax.models import (
     flops_per_image,
     frame_score,
 )
-from ffjax.models.cpu_ops import depthwise_conv_shifted
+from ffjax.models.cpu_ops import depthwise_conv_shifted, max_pool_3x3
 from ffjax.models.layers import SeparableConv, resolve_depthwise_impl
 from ffjax.models.resnet import ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
@@ -220,6 +220,23 @@ def test_depthwise_shifted_backward_equals_grouped_convolution(shape, k):
     np.testing.assert_allclose(depthwise_conv_shifted(x, kernel), grouped(x, kernel), rtol=1e-5, atol=1e-5)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,stride", [((2, 9, 8, 3), 2), ((1, 5, 7, 2), 1), ((2, 8, 8, 4), 2), ((1, 2, 1, 1), 2)])
+def test_max_pool_3x3_equals_nnx_max_pool_with_ties(shape, stride):
+    # After a ReLU most windows hold equal values (zeros): the gradient must go to the same
+    # (first, row-major) element as XLA's select-and-scatter, not be split or duplicated.
+    x = jnp.round(2 * jax.nn.relu(jax.random.normal(jax.random.key(0), shape))) / 2
+
+    def reference(x):
+        return nnx.max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
+
+    out, vjp = jax.vjp(lambda x: max_pool_3x3(x, stride), x)
+    ref_out, ref_vjp = jax.vjp(reference, x)
+    np.testing.assert_array_equal(out, ref_out)
+    g = jax.random.normal(jax.random.key(1), out.shape)
+    np.testing.assert_allclose(vjp(g)[0], ref_vjp(g)[0], rtol=1e-6, atol=1e-6)
+    assert x.size < 10 or float(jnp.mean(x == 0)) > 0.3  # the ties are really there
 
 
 def test_xception_depthwise_forms_share_checkpoints_and_agree():

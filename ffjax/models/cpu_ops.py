@@ -1,13 +1,17 @@
-"""CPU formulation of depthwise convolutions and their backward pass (the XLA:CPU speed work).
+"""CPU formulations of depthwise convolutions and max pooling (the XLA:CPU speed work).
 
-It computes exactly what the grouped convolution (`feature_group_count`) computes, with the
-same parameters, in a form XLA:CPU runs 4-30x faster. `layers` picks it on the CPU backend
-only (`on_cpu`). Dense convolutions need no formulation of their own: with
-`ffjax.xla_options` XLA:CPU runs them, and their gradients, on every core. Measurements in
-docs/performance.md, equality tests in tests/models_test.py.
+Each computes exactly what the plain JAX operation computes, with the same parameters, in a
+form XLA:CPU runs faster: the depthwise convolution 4-30x faster than the grouped
+convolution (`feature_group_count`), the 3x3 max pool's gradient without XLA:CPU's
+index-array select-and-scatter. `layers` picks them on the CPU backend only (`on_cpu`).
+Dense convolutions need no formulation of their own: with `ffjax.xla_options` XLA:CPU runs
+them, and their gradients, on every core. Measurements in docs/performance.md, equality
+tests in tests/models_test.py.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -98,3 +102,65 @@ def _depthwise_bwd(residuals, g):
 
 
 depthwise_conv_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _pool_taps(x: jax.Array, stride: int) -> list[jax.Array]:
+    """The nine strided windows of a 3x3, pad-1 max pool (padding is -inf), row-major order."""
+    b, h, w, c = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return [
+        jax.lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c), (1, stride, stride, 1))
+        for i in range(3)
+        for j in range(3)
+    ]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
+    """3x3 max pool, padding 1, as `nnx.max_pool(x, (3, 3), (s, s), ((1, 1), (1, 1)))`.
+
+    XLA:CPU lowers the max pool's gradient (select-and-scatter) to index arrays and a
+    scatter. Here the gradient goes to the first tap (row-major) holding the window's
+    maximum, as select-and-scatter does on ties, and each tap's share is put back in place by
+    an interior-padded copy.
+    """
+    taps = _pool_taps(x, stride)
+    out = taps[0]
+    for tap in taps[1:]:
+        out = jnp.maximum(out, tap)
+    return out
+
+
+def _max_pool_fwd(x, stride):
+    y = max_pool_3x3(x, stride)
+    return y, (x, y)
+
+
+def _max_pool_bwd(stride, residuals, g):
+    x, y = residuals
+    b, h, w, c = x.shape
+    ho, wo = y.shape[1:3]
+    taken = None
+    dx = None
+    zero = jnp.zeros((), g.dtype)
+    for t, tap in enumerate(_pool_taps(x, stride)):
+        i, j = divmod(t, 3)
+        hit = tap == y
+        if taken is not None:
+            hit = hit & ~taken
+        taken = hit if taken is None else taken | hit
+        share = jnp.where(hit, g, zero)
+        # Back to padded coordinates (i + stride * p, j + stride * q), then the border dropped.
+        config = (
+            (0, 0, 0),
+            (i, h + 2 - i - (ho - 1) * stride - 1, stride - 1),
+            (j, w + 2 - j - (wo - 1) * stride - 1, stride - 1),
+            (0, 0, 0),
+        )
+        placed = jax.lax.pad(share, zero, config)
+        dx = placed if dx is None else dx + placed
+    return (dx[:, 1 : h + 1, 1 : w + 1, :],)
+
+
+max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -147,6 +147,17 @@ class ConvBNReLU(nnx.Module):
         return nnx.relu(x) if self.relu else x
 
 
+def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
+    """3x3 max pool with padding 1 (the ResNet stem's and Xception's block pools).
+
+    On CPU `cpu_ops.max_pool_3x3` (same numbers, a gradient without XLA:CPU's index-array
+    select-and-scatter: xception_cls train -4%); elsewhere `nnx.max_pool`.
+    """
+    if cpu_ops.on_cpu():
+        return cpu_ops.max_pool_3x3(x, stride)
+    return nnx.max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
+
+
 def resolve_depthwise_impl(impl: str) -> str:
     """Maps 'auto' to the fast depthwise formulation for the default JAX backend.
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ffjax.models.layers import ConvBNReLU
+from ffjax.models.layers import ConvBNReLU, max_pool_3x3
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
 
@@ -110,7 +110,7 @@ class ResNetBackbone(nnx.Module):
         """
         x = self.stem(x, train)
         features = [x]
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool_3x3(x, 2)
         for layer in self.layers:
             for block in layer:
                 x = block(x, train)

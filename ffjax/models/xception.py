@@ -18,6 +18,7 @@ from ffjax.models.layers import (
     ConvBNReLU,
     SeparableConv,
     batch_norm,
+    max_pool_3x3,
     normalize_images,
 )
 
@@ -90,7 +91,7 @@ class XceptionBlock(nnx.Module):
             y = bn(conv(y), use_running_average=not train)
         if self.stride != 1:
             s = self.stride
-            y = nnx.max_pool(y, (3, 3), strides=(s, s), padding=((1, 1), (1, 1)))
+            y = max_pool_3x3(y, s)
         skip = x if self.skip is None else self.skip(x, train)
         return y + skip
 
