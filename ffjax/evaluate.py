@@ -113,7 +113,7 @@ class Evaluator:
             self._step,
             in_shardings=(self._replicated, self._data),
             out_shardings=(self._replicated, self._data),
-            compiler_options=xla_options.compiler_options(mesh),
+            compiler_options=xla_options.compiler_options(),
         )
         self._compiled: dict[Any, Any] = {}
 

@@ -122,7 +122,7 @@ class Predictor:
         self._data = sharding.data_sharded(model.mesh)
         jitted = jax.jit(
             forward, in_shardings=(sharding.replicated(model.mesh), self._data), out_shardings=self._data,
-            compiler_options=xla_options.compiler_options(model.mesh),
+            compiler_options=xla_options.compiler_options(),
         )
         images = jax.ShapeDtypeStruct((self.batch_size, self.image_size, self.image_size, 3), np.uint8, sharding=self._data)
         tick = time.perf_counter()

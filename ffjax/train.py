@@ -160,7 +160,7 @@ def compile_train_step(config: Any, mesh: jax.sharding.Mesh, graphdef: nnx.Graph
     repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     return jax.jit(
         step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
-        compiler_options=xla_options.compiler_options(mesh),
+        compiler_options=xla_options.compiler_options(),
     )
 
 

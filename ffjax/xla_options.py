@@ -5,19 +5,14 @@ On XLA:CPU one option: convolutions are left out of the YNNPACK library calls
 with its Eigen convolutions instead. Those use every core; the YNNPACK calls ran each
 convolution on one thread. Measured on the 2-core VM of docs/performance.md: a 3x3
 convolution 8x64x64x64 -> 64 took 8.3 instead of 14.7 ms forward, its kernel gradient 15.5
-instead of 64 ms; whole train steps 3-21% faster, eval steps 5-17%.
-
-Only while a step's devices on this host are no more than its cores: with more (8 virtual
-CPU devices on 2 cores, as in the tests) every device runs its own program at once, the
-one-thread calls already keep the cores busy and Eigen's threads only contend
-(unet_resnet34 train on 8 devices: 4587 ms with the option, 3548 without; on 2 devices 2562
-vs 2979).
+instead of 64 ms; train steps 15-21% faster (with the 1x1 and 3x3 matmul forms it made the
+slower choice removed), eval steps 5-17%.
 
 The options are passed per compile (`jax.jit(..., compiler_options=...)`), not through
 XLA_FLAGS, so they reach ffjax's own steps wherever ffjax runs and nothing else in the
-process. None is returned (XLA's defaults) off the CPU, with more local devices than cores,
-when FFJAX_TUNE_XLA=0, when the user's XLA_FLAGS already set the option, or when this jaxlib
-rejects it (checked once by compiling a tiny function; a warning says so).
+process. None is returned (XLA's defaults) off the CPU, when FFJAX_TUNE_XLA=0, when the
+user's XLA_FLAGS already set the option, or when this jaxlib rejects it (checked once by
+compiling a tiny function; a warning says so).
 """
 
 from __future__ import annotations
@@ -38,31 +33,15 @@ CPU_OPTIONS: dict[str, Any] = {
 }
 
 
-def host_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def compiler_options(mesh: jax.sharding.Mesh | None = None) -> dict[str, Any] | None:
-    """The options for `jax.jit(..., compiler_options=...)` of a step over `mesh`, or None.
-
-    Args:
-      mesh: the step's device mesh; None for a one-device step.
-    """
-    local_devices = 1 if mesh is None else len(mesh.local_devices)
-    if local_devices > host_cores():
-        return None
-    return _backend_options()
-
-
 @functools.cache
-def _backend_options() -> dict[str, Any] | None:
-    """The options for this backend and environment, checked once per process.
+def compiler_options() -> dict[str, Any] | None:
+    """The options for `jax.jit(..., compiler_options=...)` on this backend, or None.
 
-    Call `_backend_options.cache_clear()` after changing the environment (tests do).
+    The same with any number of devices: with 8 virtual CPU devices on 2 cores they made
+    unet_resnet34 slower (train 4587 vs 3548 ms) but xception_cls faster (train 4620 vs
+    6193 ms, separate runs): its 1x1 convolutions have slow YNNPACK kernel gradients.
+    Cached for the process: call `compiler_options.cache_clear()` after changing the
+    environment (tests do).
     """
     if jax.default_backend() != "cpu" or os.environ.get(SWITCH, "1") == "0":
         return None

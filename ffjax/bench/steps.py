@@ -115,7 +115,7 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
         step = _eval_step(graphdef, models.MODELS[cfg.model].task, cfg.frame_score_topk)
         jitted = jax.jit(
             step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
-            out_shardings=sharding.data_sharded(mesh), compiler_options=xla_options.compiler_options(mesh),
+            out_shardings=sharding.data_sharded(mesh), compiler_options=xla_options.compiler_options(),
         )
     else:
         raise ValueError(f"--modes: {mode!r} is not one of {MODES}.")
