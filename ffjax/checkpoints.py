@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -160,6 +161,28 @@ def read_meta(workdir: str, which: str = "latest") -> tuple[dict, int, str]:
     return dict(meta or {}), step, folder
 
 
+def _shape_mismatch(state_dir: str, abstract_state: Any) -> str | None:
+    """Why the arrays saved in `state_dir` cannot fill `abstract_state`, or None if they can.
+
+    Compares the sorted lists of array shapes from the checkpoint's metadata, before any
+    restore: a failed restore leaves orbax's reader coroutines behind, and shapes alone
+    tell another model or another width apart. None also when the metadata is unreadable
+    (then the restore itself reports).
+    """
+    try:
+        saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(state_dir))
+    except Exception:  # noqa: BLE001 (an unreadable metadata file: the restore reports it)
+        return None
+    saved_shapes = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(getattr(saved, "tree", saved)))
+    wanted = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(abstract_state))
+    if saved_shapes == wanted:
+        return None
+    if len(saved_shapes) != len(wanted):
+        return f"it holds {len(saved_shapes)} arrays, this model has {len(wanted)}"
+    first = next(i for i, (a, b) in enumerate(zip(saved_shapes, wanted)) if a != b)
+    return f"array shapes differ, e.g. {saved_shapes[first]} saved vs {wanted[first]} here"
+
+
 def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: str = "latest") -> tuple[Any, dict, int]:
     """Restores only the train state (no data iterator) for evaluation or prediction.
 
@@ -173,6 +196,11 @@ def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: s
       (state, meta, step).
     """
     with _read_only(workdir_or_path, which) as (manager, folder, step):
+        mismatch = _shape_mismatch(os.path.join(folder, str(step), _STATE), abstract_state)
+        if mismatch:
+            raise ValueError(
+                f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {mismatch}"
+            )
         try:
             restored = manager.restore(
                 step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()})
