@@ -138,8 +138,6 @@ class ConvBNReLU(nnx.Module):
         )
         self.bn = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.relu = relu
-        self.stride = stride
-        self.dtype = dtype
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = self.conv(x)
