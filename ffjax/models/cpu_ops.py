@@ -125,11 +125,7 @@ def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
     maximum, as select-and-scatter does on ties, and each tap's share is put back in place by
     an interior-padded copy.
     """
-    taps = _pool_taps(x, stride)
-    out = taps[0]
-    for tap in taps[1:]:
-        out = jnp.maximum(out, tap)
-    return out
+    return functools.reduce(jnp.maximum, _pool_taps(x, stride))
 
 
 def _max_pool_fwd(x, stride):
@@ -139,27 +135,23 @@ def _max_pool_fwd(x, stride):
 
 def _max_pool_bwd(stride, residuals, g):
     x, y = residuals
-    b, h, w, c = x.shape
+    h, w = x.shape[1:3]
     ho, wo = y.shape[1:3]
-    taken = None
-    dx = None
     zero = jnp.zeros((), g.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    dx = jnp.zeros((x.shape[0], h + 2, w + 2, x.shape[3]), g.dtype)
     for t, tap in enumerate(_pool_taps(x, stride)):
         i, j = divmod(t, 3)
-        hit = tap == y
-        if taken is not None:
-            hit = hit & ~taken
-        taken = hit if taken is None else taken | hit
-        share = jnp.where(hit, g, zero)
-        # Back to padded coordinates (i + stride * p, j + stride * q), then the border dropped.
+        hit = (tap == y) & ~taken  # only the first tap holding the maximum
+        taken = taken | hit
+        # Back to padded coordinates (i + stride * p, j + stride * q).
         config = (
             (0, 0, 0),
             (i, h + 2 - i - (ho - 1) * stride - 1, stride - 1),
             (j, w + 2 - j - (wo - 1) * stride - 1, stride - 1),
             (0, 0, 0),
         )
-        placed = jax.lax.pad(share, zero, config)
-        dx = placed if dx is None else dx + placed
+        dx = dx + jax.lax.pad(jnp.where(hit, g, zero), zero, config)
     return (dx[:, 1 : h + 1, 1 : w + 1, :],)
 
 
