@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ffjax import models, optim, sharding, train, xla_options
+from ffjax import cpu_kernels, models, optim, sharding, train, xla_options
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 MODES = ("train", "eval")
@@ -71,7 +71,12 @@ def _cost(compiled: Any) -> dict[str, float]:
     # Older JAX returned one dict per device program.
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
-    return dict(cost or {})
+    cost = dict(cost or {})
+    # XLA does not count what runs inside custom calls: add the native kernel gradients'.
+    native = cpu_kernels.flops_in_hlo(compiled.as_text())
+    if native and cost.get("flops"):
+        cost["flops"] = float(cost["flops"]) + native
+    return cost
 
 
 def _temp_bytes(compiled: Any) -> int | None:

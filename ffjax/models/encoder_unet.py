@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ffjax.models import layers
 from ffjax.models.layers import (
     HALF_MEAN,
     HALF_STD,
@@ -147,7 +148,7 @@ class EncoderUNet(nnx.Module):
             dtype=dtype,
             param_dtype=param_dtype,
         )
-        self.head = nnx.Conv(
+        self.head = layers.conv(
             decoder_channels[-1],
             1,
             (3, 3),

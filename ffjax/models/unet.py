@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ffjax.models import layers
 from ffjax.models.layers import HALF_MEAN, HALF_STD, ConvBNReLU, check_divisible, normalize_images
 
 
@@ -93,7 +94,7 @@ class UNet(nnx.Module):
         self.up_convs = nnx.List(
             [DoubleConv(2 * widths[i], widths[i], **kw) for i in reversed(range(depth))]
         )
-        self.head = nnx.Conv(widths[0], 1, (1, 1), **kw)
+        self.head = layers.conv(widths[0], 1, (1, 1), **kw)
         self.depth = depth
         self.dtype = dtype
 

@@ -1,0 +1,248 @@
+"""Native CPU kernels, XLA FFI custom calls built from their C++ source on first use.
+
+One kernel so far: the kernel (weight) gradient of a float32 2D convolution,
+`conv_kernel_grad`. XLA:CPU computes that gradient as a convolution whose window is the
+whole image, which is 2-4x slower than PyTorch's oneDNN on the wide, few-channel layers of a
+U-Net decoder and on Xception's large-image 1x1 convolutions; the kernel here
+(`conv_kernel_grad.cc`: register-tiled sums of A^T B over output rows, on XLA's intra-op
+thread pool) is 2-5x faster than XLA on those layers. Measurements: docs/performance.md.
+
+The source is compiled with the system C++ compiler (``$CXX``, else ``c++``;
+``-O3 -march=native``) against the FFI headers of the installed jaxlib, into a cache
+(``$FFJAX_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/ffjax/kernels``, else
+``~/.cache/ffjax/kernels``) keyed by the source, flags, compiler, jaxlib and CPU, so it builds
+once per machine (~3 s). ``FFJAX_CPU_KERNELS=0`` turns the kernels off. When the build fails
+(no compiler, say), a RuntimeWarning says why and the models use XLA's own gradients: the
+same numbers, slower.
+
+Under a device mesh the call is `custom_partitioning`-wrapped: each device reduces its own
+shard of the batch and the results are summed over the batch's mesh axes (an all-reduce),
+so data-parallel training does not gather the activations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+SOURCE = pathlib.Path(__file__).with_name("conv_kernel_grad.cc")
+SYMBOL = "FfjaxConvKernelGrad"
+TARGET = "ffjax_conv_kernel_grad"
+ENV_SWITCH = "FFJAX_CPU_KERNELS"
+ENV_CACHE = "FFJAX_KERNEL_CACHE"
+CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+
+
+class KernelBuildError(RuntimeError):
+    """The C++ source did not compile or the library did not load."""
+
+
+def enabled_by_env() -> bool:
+    """False when ``FFJAX_CPU_KERNELS`` is 0/false/off/no."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def cache_dir() -> pathlib.Path:
+    if os.environ.get(ENV_CACHE):
+        return pathlib.Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "ffjax" / "kernels"
+
+
+def _cpu_identity() -> str:
+    """Model name and feature flags of this CPU (-march=native code is only valid on it)."""
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+        keep = [l for l in lines if l.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "\n".join(sorted(set(keep)))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX", "c++")
+    path = shutil.which(cxx)
+    if path is None:
+        raise KernelBuildError(
+            f"no C++ compiler: {cxx!r} (from $CXX, default 'c++') is not on PATH. Install one "
+            f"(e.g. apt install g++) or set CXX"
+        )
+    return path
+
+
+def build(directory: str | os.PathLike | None = None) -> pathlib.Path:
+    """Compiles the kernel library (once per source/compiler/jaxlib/CPU) and returns its path.
+
+    Args:
+      directory: where to keep the library; default `cache_dir()`.
+
+    Raises:
+      KernelBuildError: no compiler, or the compiler failed (its output is in the message).
+    """
+    cxx = _compiler()
+    include = jax.ffi.include_dir()
+    flags = [*CXX_FLAGS, f"-I{include}"]
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise KernelBuildError(f"{cxx} --version failed: {e}") from e
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), version.encode(),
+                 importlib.metadata.version("jaxlib").encode(), _cpu_identity().encode()):
+        key.update(part)
+        key.update(b"\0")
+    out_dir = pathlib.Path(directory) if directory is not None else cache_dir()
+    lib = out_dir / f"{SOURCE.stem}-{key.hexdigest()[:16]}.so"
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Compile to a private name, then rename: concurrent processes never load a partial file.
+    fd, tmp = tempfile.mkstemp(prefix=lib.stem + ".", suffix=".tmp.so", dir=out_dir)
+    os.close(fd)
+    cmd = [cxx, *flags, str(SOURCE), "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout)[-2000:]
+            raise KernelBuildError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
+        os.replace(tmp, lib)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise KernelBuildError(f"{' '.join(cmd)} failed: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+@functools.cache
+def _register() -> bool:
+    if not enabled_by_env():
+        return False
+    try:
+        path = build()
+        lib = ctypes.cdll.LoadLibrary(str(path))
+        handler = getattr(lib, SYMBOL)
+    except (KernelBuildError, OSError, AttributeError) as e:
+        warnings.warn(
+            f"ffjax: the native CPU convolution kernel is unavailable ({e}). Convolution kernel "
+            f"gradients fall back to XLA's (same results, slower on large images). Set "
+            f"{ENV_SWITCH}=0 to skip the build and this warning.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    return True
+
+
+def available() -> bool:
+    """Whether the native kernels are in use: JAX runs on CPU, they are not switched off
+    (``FFJAX_CPU_KERNELS=0``) and they built and loaded (first call builds)."""
+    return jax.default_backend() == "cpu" and _register()
+
+
+def _call(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
+          pad_tl: tuple[int, int]) -> jax.Array:
+    out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], g.shape[-1]), jnp.float32)
+    return jax.ffi.ffi_call(TARGET, out)(
+        x, g,
+        stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
+        pad_top=np.int64(pad_tl[0]), pad_left=np.int64(pad_tl[1]),
+    )
+
+
+def _batch_sharded(sharding: NamedSharding) -> NamedSharding:
+    """The operand's sharding kept on the batch dimension only (the kernel needs whole images)."""
+    spec = tuple(sharding.spec)
+    return NamedSharding(sharding.mesh, P(spec[0] if spec else None, None, None, None))
+
+
+@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
+def _partitioned(x, g, kernel_hw, strides, pad_tl):
+    return _call(x, g, kernel_hw, strides, pad_tl)
+
+
+def _partition(kernel_hw, strides, pad_tl, mesh, arg_shapes, result_shape):
+    del result_shape
+    operand = _batch_sharded(arg_shapes[0].sharding)
+    axes = operand.spec[0]
+
+    def lower(x, g):
+        dw = _call(x, g, kernel_hw, strides, pad_tl)
+        return jax.lax.psum(dw, axes) if axes is not None else dw
+
+    return mesh, lower, NamedSharding(mesh, P()), (operand, operand)
+
+
+def _infer(kernel_hw, strides, pad_tl, mesh, arg_shapes, result_shape):
+    del kernel_hw, strides, pad_tl, arg_shapes, result_shape
+    return NamedSharding(mesh, P())
+
+
+_partitioned.def_partition(
+    partition=_partition,
+    infer_sharding_from_operands=_infer,
+    # The batch is reduced over; everything else must be whole on each device.
+    sharding_rule="n h w c, n p q o -> kh kw c o",
+    reduction_factors=("n",),
+    need_replication_factors=("h", "w", "c", "p", "q", "o", "kh", "kw"),
+)
+
+
+def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
+                     strides: Sequence[int] = (1, 1), pad_tl: Sequence[int] = (0, 0)) -> jax.Array:
+    """Kernel gradient of an NHWC x HWIO float32 convolution (dilation 1, no groups).
+
+    Args:
+      x: convolution input [N, H, W, C].
+      g: gradient of the convolution output [N, Ho, Wo, O].
+      kernel_hw: (KH, KW).
+      strides: (stride_h, stride_w).
+      pad_tl: zero padding at the top and left (bottom/right follow from Ho and Wo).
+
+    Returns:
+      dw [KH, KW, C, O], float32: sum over n, h, w of
+      x[n, h*sh + ky - pt, w*sw + kx - pl, c] * g[n, h, w, o].
+    """
+    if x.dtype != jnp.float32 or g.dtype != jnp.float32:
+        raise TypeError(f"conv_kernel_grad takes float32 operands; got {x.dtype} and {g.dtype}")
+    if not available():
+        raise RuntimeError("the native CPU kernels are not available (see cpu_kernels.available)")
+    return _partitioned(x, g, tuple(int(k) for k in kernel_hw), tuple(int(s) for s in strides),
+                        tuple(int(p) for p in pad_tl))
+
+
+_SHAPE_RE = re.compile(r"f32\[([\d,]*)\]")
+
+
+def flops_in_hlo(hlo_text: str) -> float:
+    """FLOPs of the native kernel-gradient calls in a compiled HLO module's text, which XLA's
+    cost analysis does not count: 2 x N x Ho x Wo x KH x KW x C x O per call (the result
+    shape [KH, KW, C, O] comes first on the line, dy [N, Ho, Wo, O] last)."""
+    total = 0.0
+    for line in hlo_text.splitlines():
+        if f'custom_call_target="{TARGET}"' not in line:
+            continue
+        shapes = [[int(d) for d in s.split(",") if d] for s in _SHAPE_RE.findall(line)]
+        if len(shapes) < 3 or len(shapes[0]) != 4 or len(shapes[-1]) != 4:
+            continue
+        (kh, kw, c, o), (n, ho, wo, _) = shapes[0], shapes[-1]
+        total += 2.0 * n * ho * wo * kh * kw * c * o
+    return total

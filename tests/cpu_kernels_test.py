@@ -1,0 +1,196 @@
+"""Tests for ffjax.cpu_kernels (the native convolution kernel gradient) and its use by the
+models: equal to XLA's gradients, local per device under a mesh, built once, and a clear
+fallback when it cannot be built or is switched off."""
+
+import os
+import warnings
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ffjax import cpu_kernels, sharding
+from ffjax.models import cpu_ops, create_model
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU kernels")
+
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    monkeypatch.delenv(cpu_kernels.ENV_SWITCH, raising=False)
+    cpu_kernels._register.cache_clear()
+    assert cpu_kernels.available(), "the native kernel did not build on this machine"
+    yield
+    cpu_kernels._register.cache_clear()
+
+
+def _xla_kernel_grad(x, g, kernel_hw, strides, pads):
+    k = jnp.zeros((*kernel_hw, x.shape[-1], g.shape[-1]), jnp.float32)
+    conv = lambda k: jax.lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=NHWC)
+    return jax.vjp(conv, k)[1](g)[0]
+
+
+def _out_size(size, k, s, lo, hi):
+    return (size + lo + hi - k) // s + 1
+
+
+# (batch, H, W, C, O, kernel, stride, ((top, bottom), (left, right)))
+SHAPES = [
+    (2, 12, 12, 16, 16, (3, 3), (1, 1), ((1, 1), (1, 1))),  # 'same', one vector wide
+    (2, 9, 11, 3, 40, (3, 3), (1, 1), ((1, 1), (1, 1))),    # C < O, O not a multiple of 16
+    (2, 10, 10, 40, 5, (3, 3), (1, 1), ((0, 0), (0, 0))),   # C > O (transposed partials), valid
+    (1, 16, 15, 3, 24, (7, 7), (2, 2), ((3, 3), (3, 3))),   # ResNet stem: 7x7 stride 2
+    (3, 13, 13, 8, 70, (3, 3), (2, 2), ((1, 1), (1, 1))),   # odd side, stride 2, 4+ vectors of O
+    (2, 14, 14, 33, 20, (1, 1), (2, 2), ((0, 0), (0, 0))),  # 1x1 stride-2 shortcut
+    (2, 8, 8, 5, 7, (3, 3), (1, 1), ((2, 0), (0, 2))),      # asymmetric padding, tiny channels
+    (2, 5, 40, 6, 17, (3, 1), (1, 3), ((1, 1), (0, 0))),    # non-square kernel and strides
+    (2, 4, 200, 12, 48, (3, 3), (1, 1), ((1, 1), (1, 1))),  # rows wider than one work item
+]
+
+
+@pytest.mark.parametrize("n,h,w,c,o,kernel_hw,strides,pads", SHAPES)
+def test_kernel_grad_equals_xla(n, h, w, c, o, kernel_hw, strides, pads):
+    ho = _out_size(h, kernel_hw[0], strides[0], *pads[0])
+    wo = _out_size(w, kernel_hw[1], strides[1], *pads[1])
+    kx, kg = jax.random.split(jax.random.key(h * w + c))
+    x = jax.random.normal(kx, (n, h, w, c))
+    g = jax.random.normal(kg, (n, ho, wo, o))
+    native = jax.jit(
+        lambda x, g: cpu_kernels.conv_kernel_grad(x, g, kernel_hw, strides, (pads[0][0], pads[1][0]))
+    )(x, g)
+    expected = _xla_kernel_grad(x, g, kernel_hw, strides, pads)
+    assert native.shape == (*kernel_hw, c, o)
+    np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(expected))))
+
+
+def _loss(conv_fn, strides, pads):
+    def loss(x, k):
+        y = conv_fn(x, k, strides, pads, dimension_numbers=NHWC)
+        return jnp.sum(jnp.sin(y))
+
+    return loss
+
+
+@pytest.mark.parametrize("strides,pads", [((1, 1), "SAME"), ((2, 2), ((1, 1), (1, 1))), ((1, 1), "VALID")])
+def test_conv_gradients_equal_xla_and_use_the_kernel(strides, pads):
+    x = jax.random.normal(jax.random.key(0), (2, 17, 17, 8))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 8, 16)) * 0.2
+    grad = jax.jit(jax.grad(_loss(cpu_ops.conv_general_dilated, strides, pads), argnums=(0, 1)))
+    expected = jax.grad(_loss(jax.lax.conv_general_dilated, strides, pads), argnums=(0, 1))(x, k)
+    assert cpu_kernels.TARGET in grad.lower(x, k).as_text()
+    for got, want in zip(grad(x, k), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x_shape,k_shape,kwargs",
+    [
+        ((2, 8, 8, 4), (3, 3, 4, 4), {"rhs_dilation": (2, 2)}),
+        ((2, 8, 8, 4), (3, 3, 1, 4), {"feature_group_count": 4}),
+        ((1, 4, 4, 1024), (3, 3, 1024, 64), {}),  # 9 x 1024 x 64 weights: over the limit
+    ],
+)
+def test_ineligible_convolutions_stay_with_xla(x_shape, k_shape, kwargs):
+    x, k = jnp.ones(x_shape), jnp.ones(k_shape)
+    assert cpu_ops.native_kernel_grad_padding(x, k, (1, 1), "SAME", dimension_numbers=NHWC, **kwargs) is None
+    loss = lambda x, k: jnp.sum(cpu_ops.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC, **kwargs))
+    assert cpu_kernels.TARGET not in jax.jit(jax.grad(loss, argnums=1)).lower(x, k).as_text()
+    bf16 = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+    assert cpu_ops.native_kernel_grad_padding(*bf16, (1, 1), "SAME", dimension_numbers=NHWC) is None
+
+
+def test_mesh_reduces_each_shard_locally_then_sums():
+    """Under a batch-sharded mesh each device runs the kernel on its own images and the
+    partial gradients are all-reduced: no all-gather of the activations."""
+    mesh = sharding.make_mesh(8)
+    x = jax.random.normal(jax.random.key(0), (8, 12, 12, 16))
+    g = jax.random.normal(jax.random.key(1), (8, 12, 12, 16))
+    data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+    fn = jax.jit(
+        lambda x, g: cpu_kernels.conv_kernel_grad(x, g, (3, 3), (1, 1), (1, 1)),
+        in_shardings=(data, data), out_shardings=sharding.replicated(mesh),
+    )
+    hlo = fn.lower(x, g).compile().as_text()
+    assert "all-gather" not in hlo
+    assert "all-reduce" in hlo
+    (call,) = [line for line in hlo.splitlines() if cpu_kernels.TARGET in line]
+    assert "f32[1,12,12,16]" in call  # each device's own image
+    expected = _xla_kernel_grad(x, g, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    np.testing.assert_allclose(fn(x, g), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_model_gradients_equal_with_and_without_the_kernel():
+    """A whole tiny U-Net (ResNet-34 encoder): parameter gradients through every layer agree
+    whether the kernel gradients are native or XLA's."""
+    model = create_model("unet_resnet34", rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    images = jax.random.uniform(jax.random.key(2), (2, 64, 64, 3))
+
+    def loss(state):
+        m = nnx.merge(graphdef, state)
+        return jnp.mean(jax.nn.softplus(m(images, train=False)))
+
+    native = jax.jit(jax.grad(loss))
+    assert cpu_kernels.TARGET in native.lower(state).as_text()
+    with mock.patch.object(cpu_kernels, "available", lambda: False):
+        xla = jax.jit(jax.grad(loss))
+        assert cpu_kernels.TARGET not in xla.lower(state).as_text()
+        want = xla(state)
+    got = native(state)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        scale = float(jnp.max(jnp.abs(b))) + 1e-12
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_flops_in_hlo_counts_each_call():
+    x, g = jnp.ones((2, 32, 32, 16)), jnp.ones((2, 16, 16, 24))
+    hlo = jax.jit(lambda x, g: cpu_kernels.conv_kernel_grad(x, g, (3, 3), (2, 2), (1, 1))).lower(x, g).compile().as_text()
+    assert cpu_kernels.flops_in_hlo(hlo) == 2 * 2 * 16 * 16 * 9 * 16 * 24
+    assert cpu_kernels.flops_in_hlo("ROOT %add = f32[2] add(%a, %b)") == 0
+
+
+def test_switched_off_by_env(monkeypatch):
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    cpu_kernels._register.cache_clear()
+    assert not cpu_kernels.available()
+    x, k = jnp.ones((2, 32, 32, 8)), jnp.ones((3, 3, 8, 8))
+    assert cpu_ops.native_kernel_grad_padding(x, k, (1, 1), "SAME", dimension_numbers=NHWC) is None
+    with pytest.raises(RuntimeError, match="not available"):
+        cpu_kernels.conv_kernel_grad(x, jnp.ones((2, 32, 32, 8)), (3, 3), (1, 1), (1, 1))
+
+
+def test_no_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", "no-such-compiler-ffjax")
+    monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path))  # nothing cached there
+    cpu_kernels._register.cache_clear()
+    with pytest.warns(RuntimeWarning, match="no-such-compiler-ffjax.*FFJAX_CPU_KERNELS=0"):
+        assert not cpu_kernels.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not cpu_kernels.available()  # cached: no second warning
+    x, k = jnp.ones((2, 32, 32, 8)), jnp.ones((3, 3, 8, 8))
+    loss = lambda x, k: jnp.sum(cpu_ops.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC))
+    assert cpu_kernels.TARGET not in jax.jit(jax.grad(loss, argnums=1)).lower(x, k).as_text()
+
+
+def test_compile_error_names_the_command(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.cc"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCE", bad)
+    with pytest.raises(cpu_kernels.KernelBuildError, match="bad.cc.*exited with"):
+        cpu_kernels.build(tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.so"))  # no half-written library left behind
+
+
+def test_build_is_cached_per_source(tmp_path):
+    first = cpu_kernels.build(tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert cpu_kernels.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
+    assert first.name.startswith("conv_kernel_grad-") and os.access(first, os.R_OK)
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporaries left
