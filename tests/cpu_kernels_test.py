@@ -182,7 +182,7 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
 def test_compile_error_names_the_command(monkeypatch, tmp_path):
     bad = tmp_path / "bad.cc"
     bad.write_text("this is not C++\n")
-    monkeypatch.setattr(cpu_kernels, "SOURCE", bad)
+    monkeypatch.setattr(cpu_kernels, "SOURCE_DIR", tmp_path)
     with pytest.raises(cpu_kernels.KernelBuildError, match="bad.cc.*exited with"):
         cpu_kernels.build(tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.so"))  # no half-written library left behind
@@ -192,5 +192,57 @@ def test_build_is_cached_per_source(tmp_path):
     first = cpu_kernels.build(tmp_path)
     mtime = first.stat().st_mtime_ns
     assert cpu_kernels.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
-    assert first.name.startswith("conv_kernel_grad-") and os.access(first, os.R_OK)
+    assert first.name.startswith("ffjax_cpu_kernels-") and os.access(first, os.R_OK)
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporaries left
+
+
+@pytest.mark.parametrize("shape,k", [((2, 9, 11, 40), 3), ((1, 6, 5, 16), 5), ((3, 2, 2, 7), 3), ((2, 12, 12, 128), 3)])
+def test_depthwise_native_equals_shifted_with_gradients(shape, k):
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 1, shape[-1]))
+    g = jax.random.normal(jax.random.key(2), shape)
+    y, vjp = jax.vjp(jax.jit(cpu_ops.depthwise_conv_native), x, kernel)
+    y_ref, vjp_ref = jax.vjp(cpu_ops.depthwise_conv_shifted, x, kernel)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_depthwise_under_a_mesh_stays_per_image():
+    mesh = sharding.make_mesh(8)
+    data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+    x = jax.random.normal(jax.random.key(0), (8, 10, 10, 24))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 24))
+
+    def loss(x, kernel):
+        return jnp.sum(jnp.sin(cpu_ops.depthwise_conv_native(x, kernel)))
+
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), in_shardings=(data, sharding.replicated(mesh)))
+    hlo = fn.lower(x, kernel).compile().as_text()
+    assert "all-gather" not in hlo
+    calls = [line for line in hlo.splitlines() if "custom_call_target=\"ffjax_depthwise" in line]
+    assert len(calls) == 3 and all("f32[1,10,10,24]" in line for line in calls)  # fwd, dx, dk
+    want = jax.value_and_grad(
+        lambda x, k: jnp.sum(jnp.sin(cpu_ops.depthwise_conv_shifted(x, k))), argnums=(0, 1)
+    )(x, kernel)
+    for got, ref in zip(jax.tree.leaves(fn(x, kernel)), jax.tree.leaves(want)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_xception_native_and_shifted_depthwise_agree():
+    native = create_model("xception", width=1 / 16, middle_blocks=1, depthwise_impl="native", rngs=nnx.Rngs(0))
+    shifted = create_model("xception", width=1 / 16, middle_blocks=1, depthwise_impl="shifted", rngs=nnx.Rngs(1))
+    nnx.update(shifted, nnx.state(native))
+    images = jax.random.uniform(jax.random.key(3), (2, 64, 64, 3))
+    forward = nnx.jit(lambda m, x: m(x, train=False))
+    np.testing.assert_allclose(forward(native, images), forward(shifted, images), rtol=1e-4, atol=1e-5)
+
+
+def test_native_depthwise_needs_the_kernels(monkeypatch):
+    from ffjax.models.layers import resolve_depthwise_impl
+
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    cpu_kernels._register.cache_clear()
+    assert resolve_depthwise_impl("auto") == "shifted"
+    with pytest.raises(ValueError, match="native.*FFJAX_CPU_KERNELS"):
+        resolve_depthwise_impl("native")

@@ -172,7 +172,7 @@ def test_one_sgd_step_lowers_the_loss(name):
 
 def test_depthwise_auto_resolves_by_backend_and_rejects_unknown():
     assert resolve_depthwise_impl("auto") == (
-        "shifted" if jax.default_backend() == "cpu" else "grouped"
+        "native" if jax.default_backend() == "cpu" else "grouped"
     )
     with pytest.raises(ValueError, match="depthwise_impl"):
         resolve_depthwise_impl("fast")

@@ -1,23 +1,27 @@
 """Native CPU kernels, XLA FFI custom calls built from their C++ source on first use.
 
-One kernel so far: the kernel (weight) gradient of a float32 2D convolution,
-`conv_kernel_grad`. XLA:CPU computes that gradient as a convolution whose window is the
-whole image, which is 2-4x slower than PyTorch's oneDNN on the wide, few-channel layers of a
-U-Net decoder and on Xception's large-image 1x1 convolutions; the kernel here
-(`conv_kernel_grad.cc`: register-tiled sums of A^T B over output rows, on XLA's intra-op
-thread pool) is 2-5x faster than XLA on those layers. Measurements: docs/performance.md.
+- `conv_kernel_grad` (`conv_kernel_grad.cc`): the kernel (weight) gradient of a float32 2D
+  convolution. XLA:CPU computes it as a convolution whose window is the whole image, 2-4x
+  slower than PyTorch's oneDNN on a U-Net decoder's wide, few-channel layers and on
+  Xception's large-image 1x1 convolutions; this kernel (register-tiled sums of A^T B over
+  output rows) is 1.2-6x faster than XLA's on those layers.
+- `depthwise_conv`, `depthwise_kernel_grad` (`depthwise.cc`): the stride-1 'same' depthwise
+  convolution and its kernel gradient, one pass over the arrays each (the shifted-slice form
+  XLA fuses reads them several times).
 
-The source is compiled with the system C++ compiler (``$CXX``, else ``c++``;
-``-O3 -march=native``) against the FFI headers of the installed jaxlib, into a cache
-(``$FFJAX_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/ffjax/kernels``, else
-``~/.cache/ffjax/kernels``) keyed by the source, flags, compiler, jaxlib and CPU, so it builds
-once per machine (~3 s). ``FFJAX_CPU_KERNELS=0`` turns the kernels off. When the build fails
-(no compiler, say), a RuntimeWarning says why and the models use XLA's own gradients: the
-same numbers, slower.
+Both run on XLA's intra-op thread pool (`common.h`). Measurements: docs/performance.md.
 
-Under a device mesh the call is `custom_partitioning`-wrapped: each device reduces its own
-shard of the batch and the results are summed over the batch's mesh axes (an all-reduce),
-so data-parallel training does not gather the activations.
+The sources are compiled with the system C++ compiler (``$CXX``, else ``c++``;
+``-O3 -march=native``) against the FFI headers of the installed jaxlib into one library in a
+cache (``$FFJAX_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/ffjax/kernels``, else
+``~/.cache/ffjax/kernels``), keyed by the sources, flags, compiler, jaxlib and CPU, so they
+build once per machine (~3 s). ``FFJAX_CPU_KERNELS=0`` turns the kernels off. When the build
+fails (no compiler, say), a RuntimeWarning says why and the models use XLA's own operations:
+the same numbers, slower.
+
+Under a device mesh every call is `custom_partitioning`-wrapped: each device works on its own
+shard of the batch, and kernel gradients are summed over the batch's mesh axes (an
+all-reduce), so data-parallel training does not gather the activations.
 """
 
 from __future__ import annotations
@@ -42,9 +46,17 @@ import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-SOURCE = pathlib.Path(__file__).with_name("conv_kernel_grad.cc")
-SYMBOL = "FfjaxConvKernelGrad"
+SOURCE_DIR = pathlib.Path(__file__).parent
+LIBRARY = "ffjax_cpu_kernels"
+# FFI target name -> exported handler symbol.
 TARGET = "ffjax_conv_kernel_grad"
+DEPTHWISE = "ffjax_depthwise_conv"
+DEPTHWISE_KERNEL_GRAD = "ffjax_depthwise_kernel_grad"
+HANDLERS = {
+    TARGET: "FfjaxConvKernelGrad",
+    DEPTHWISE: "FfjaxDepthwiseConv",
+    DEPTHWISE_KERNEL_GRAD: "FfjaxDepthwiseKernelGrad",
+}
 ENV_SWITCH = "FFJAX_CPU_KERNELS"
 ENV_CACHE = "FFJAX_KERNEL_CACHE"
 CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
@@ -97,6 +109,8 @@ def build(directory: str | os.PathLike | None = None) -> pathlib.Path:
       KernelBuildError: no compiler, or the compiler failed (its output is in the message).
     """
     cxx = _compiler()
+    sources = sorted(SOURCE_DIR.glob("*.cc"))
+    headers = sorted(SOURCE_DIR.glob("*.h"))
     include = jax.ffi.include_dir()
     flags = [*CXX_FLAGS, f"-I{include}"]
     try:
@@ -104,19 +118,19 @@ def build(directory: str | os.PathLike | None = None) -> pathlib.Path:
     except (OSError, subprocess.SubprocessError) as e:
         raise KernelBuildError(f"{cxx} --version failed: {e}") from e
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), version.encode(),
+    for part in (*(f.read_bytes() for f in sources + headers), " ".join(flags).encode(), version.encode(),
                  importlib.metadata.version("jaxlib").encode(), _cpu_identity().encode()):
         key.update(part)
         key.update(b"\0")
     out_dir = pathlib.Path(directory) if directory is not None else cache_dir()
-    lib = out_dir / f"{SOURCE.stem}-{key.hexdigest()[:16]}.so"
+    lib = out_dir / f"{LIBRARY}-{key.hexdigest()[:16]}.so"
     if lib.exists():
         return lib
     out_dir.mkdir(parents=True, exist_ok=True)
     # Compile to a private name, then rename: concurrent processes never load a partial file.
     fd, tmp = tempfile.mkstemp(prefix=lib.stem + ".", suffix=".tmp.so", dir=out_dir)
     os.close(fd)
-    cmd = [cxx, *flags, str(SOURCE), "-o", tmp]
+    cmd = [cxx, *flags, *map(str, sources), "-o", tmp]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
@@ -138,7 +152,7 @@ def _register() -> bool:
     try:
         path = build()
         lib = ctypes.cdll.LoadLibrary(str(path))
-        handler = getattr(lib, SYMBOL)
+        handlers = {target: getattr(lib, symbol) for target, symbol in HANDLERS.items()}
     except (KernelBuildError, OSError, AttributeError) as e:
         warnings.warn(
             f"ffjax: the native CPU convolution kernel is unavailable ({e}). Convolution kernel "
@@ -148,7 +162,8 @@ def _register() -> bool:
             stacklevel=3,
         )
         return False
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    for target, handler in handlers.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
     return True
 
 
@@ -221,15 +236,106 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
       dw [KH, KW, C, O], float32: sum over n, h, w of
       x[n, h*sh + ky - pt, w*sw + kx - pl, c] * g[n, h, w, o].
     """
-    if x.dtype != jnp.float32 or g.dtype != jnp.float32:
-        raise TypeError(f"conv_kernel_grad takes float32 operands; got {x.dtype} and {g.dtype}")
-    if not available():
-        raise RuntimeError("the native CPU kernels are not available (see cpu_kernels.available)")
+    _check_f32(x, g)
     return _partitioned(x, g, tuple(int(k) for k in kernel_hw), tuple(int(s) for s in strides),
                         tuple(int(p) for p in pad_tl))
 
 
 _SHAPE_RE = re.compile(r"f32\[([\d,]*)\]")
+
+
+def _depthwise_call(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jax.ffi.ffi_call(DEPTHWISE, jax.ShapeDtypeStruct(x.shape, jnp.float32))(x, kernel)
+
+
+def _depthwise_kernel_grad_call(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int]) -> jax.Array:
+    out = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1]), jnp.float32)
+    return jax.ffi.ffi_call(DEPTHWISE_KERNEL_GRAD, out)(x, g)
+
+
+@custom_partitioning
+def _depthwise_partitioned(x, kernel):
+    return _depthwise_call(x, kernel)
+
+
+def _depthwise_partition(mesh, arg_shapes, result_shape):
+    del result_shape
+    operand = _batch_sharded(arg_shapes[0].sharding)
+    return mesh, _depthwise_call, operand, (operand, NamedSharding(mesh, P()))
+
+
+def _depthwise_infer(mesh, arg_shapes, result_shape):
+    del result_shape
+    return _batch_sharded(arg_shapes[0].sharding)
+
+
+_depthwise_partitioned.def_partition(
+    partition=_depthwise_partition,
+    infer_sharding_from_operands=_depthwise_infer,
+    # Images are independent; each needs its whole height, width and channels.
+    sharding_rule="n h w c, kh kw c -> n h w c",
+    need_replication_factors=("h", "w", "c", "kh", "kw"),
+)
+
+
+@functools.partial(custom_partitioning, static_argnums=(2,))
+def _depthwise_kernel_grad_partitioned(x, g, kernel_hw):
+    return _depthwise_kernel_grad_call(x, g, kernel_hw)
+
+
+def _depthwise_kernel_grad_partition(kernel_hw, mesh, arg_shapes, result_shape):
+    del result_shape
+    operand = _batch_sharded(arg_shapes[0].sharding)
+    axes = operand.spec[0]
+
+    def lower(x, g):
+        dk = _depthwise_kernel_grad_call(x, g, kernel_hw)
+        return jax.lax.psum(dk, axes) if axes is not None else dk
+
+    return mesh, lower, NamedSharding(mesh, P()), (operand, operand)
+
+
+def _depthwise_kernel_grad_infer(kernel_hw, mesh, arg_shapes, result_shape):
+    del kernel_hw, arg_shapes, result_shape
+    return NamedSharding(mesh, P())
+
+
+_depthwise_kernel_grad_partitioned.def_partition(
+    partition=_depthwise_kernel_grad_partition,
+    infer_sharding_from_operands=_depthwise_kernel_grad_infer,
+    sharding_rule="n h w c, n h w c -> kh kw c",
+    reduction_factors=("n",),
+    need_replication_factors=("h", "w", "c", "kh", "kw"),
+)
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 depthwise convolution with zero padding (KH // 2, KW // 2): 'same' for odd
+    kernels, as `cpu_ops.depthwise_conv_shifted`.
+
+    Args:
+      x: [N, H, W, C] float32.
+      kernel: [KH, KW, C] float32 (one filter per channel).
+
+    Returns:
+      y [N, H, W, C]: y[n, h, w, c] = sum over ky, kx of
+      x[n, h + ky - KH // 2, w + kx - KW // 2, c] * kernel[ky, kx, c].
+    """
+    _check_f32(x, kernel)
+    return _depthwise_partitioned(x, kernel)
+
+
+def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int]) -> jax.Array:
+    """Kernel gradient [KH, KW, C] of `depthwise_conv` from its input x and output gradient g."""
+    _check_f32(x, g)
+    return _depthwise_kernel_grad_partitioned(x, g, tuple(int(k) for k in kernel_hw))
+
+
+def _check_f32(*arrays: jax.Array) -> None:
+    if any(a.dtype != jnp.float32 for a in arrays):
+        raise TypeError(f"the native CPU kernels take float32 operands; got {[str(a.dtype) for a in arrays]}")
+    if not available():
+        raise RuntimeError("the native CPU kernels are not available (see cpu_kernels.available)")
 
 
 def flops_in_hlo(hlo_text: str) -> float:

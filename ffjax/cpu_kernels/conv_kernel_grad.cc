@@ -12,40 +12,13 @@
 // pool and the calling thread through an atomic counter; each participant sums into its
 // own accumulator, and the caller adds them up. Why and how fast: docs/performance.md.
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <cstring>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
+#include "common.h"
 
-namespace ffi = xla::ffi;
-
+namespace ffjax {
 namespace {
-
-// Vector width V (floats) and the number of accumulator registers R for the target.
-#if defined(__AVX512F__)
-constexpr int V = 16;
-constexpr int R = 24;
-#elif defined(__AVX__)
-constexpr int V = 8;
-constexpr int R = 12;
-#else
-constexpr int V = 4;
-constexpr int R = 12;
-#endif
-typedef float vf __attribute__((vector_size(V * 4)));
-
-inline vf LoadU(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void StoreU(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
 // A panel: rows (h) of K pixels (k); pixel (h, k) starts at base + h * row + k * step.
 struct Panel {
@@ -83,21 +56,17 @@ template <int MB>
 void TailTile(Panel a, Panel b, int64_t nrows, int64_t K, float* __restrict acc, int64_t ldc,
               int n) {
   vf c[MB];
-  for (int i = 0; i < MB; ++i) {
-    c[i] = vf{};
-    std::memcpy(&c[i], acc + i * ldc, n * 4);
-  }
+  for (int i = 0; i < MB; ++i) c[i] = LoadN(acc + i * ldc, n);
   for (int64_t h = 0; h < nrows; ++h) {
     const float* __restrict ah = a.base + h * a.row;
     const float* __restrict bh = b.base + h * b.row;
     for (int64_t k = 0; k < K; ++k) {
-      vf bv = vf{};
-      std::memcpy(&bv, bh + k * b.step, n * 4);
+      const vf bv = LoadN(bh + k * b.step, n);
       const float* ak = ah + k * a.step;
       for (int i = 0; i < MB; ++i) c[i] += ak[i] * bv;
     }
   }
-  for (int i = 0; i < MB; ++i) std::memcpy(acc + i * ldc, &c[i], n * 4);
+  for (int i = 0; i < MB; ++i) StoreN(acc + i * ldc, c[i], n);
 }
 
 // Run-time mb -> Tile<mb, NB> (or TailTile<mb>) for mb in 1..MB.
@@ -155,25 +124,12 @@ void Gemm(Panel a, Panel b, int64_t nrows, int64_t K, int64_t M, int64_t N, floa
     GemmTN<1>(a, b, nrows, K, M, N, acc);
 }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
-
-// Work shared by the calling thread and the pool's tasks; owned jointly, since a task that
-// starts after all work is done may outlive the call.
-struct Shared {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::atomic<int64_t> participants{0};
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::vector<float>> partial;
-};
-
 }  // namespace
 
-static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                                     ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
-                                     int64_t stride_h, int64_t stride_w, int64_t pad_top,
-                                     int64_t pad_left) {
+ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+                              int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                              int64_t pad_left) {
   auto xd = x.dimensions();
   auto gd = dy.dimensions();
   auto wd = dw->dimensions();
@@ -197,58 +153,36 @@ static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   const int64_t rb = std::clamp<int64_t>(512 / Wo, 1, Ho);  // output rows per work item
   const int64_t blocks_per_image = CeilDiv(Ho, rb);
   const int64_t items = N * blocks_per_image;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t max_participants = std::min<int64_t>(threads + 1, items);
-  auto sh = std::make_shared<Shared>();
-  sh->partial.resize(max_participants);
+  std::vector<std::vector<float>> partial(Participants(pool, items));
 
-  auto work = [sh, xp, gp, H, W, C, Ho, Wo, O, KH, KW, taps, tapsize, items, max_participants,
-               rb, blocks_per_image, over_c, stride_h, stride_w, pad_top, pad_left]() {
-    const int64_t id = sh->participants.fetch_add(1);
-    if (id >= max_participants) return;
-    float* acc = nullptr;
-    int64_t mine = 0;
-    for (int64_t it; (it = sh->next.fetch_add(1)) < items; ++mine) {
-      if (acc == nullptr) {
-        sh->partial[id].assign(taps * tapsize, 0.f);
-        acc = sh->partial[id].data();
-      }
-      const int64_t n = it / blocks_per_image;
-      const int64_t hb0 = (it % blocks_per_image) * rb;
-      const int64_t hb1 = std::min(Ho, hb0 + rb);
-      for (int64_t ky = 0; ky < KH; ++ky) {
-        // Output rows whose input row h * stride_h + ky - pad_top lies inside the image.
-        const int64_t h0 = std::max(hb0, CeilDiv(pad_top - ky, stride_h));
-        const int64_t h1 = std::min(hb1, CeilDiv(H + pad_top - ky, stride_h));
-        if (h1 <= h0) continue;
-        for (int64_t kx = 0; kx < KW; ++kx) {
-          const int64_t w0 = std::max<int64_t>(0, CeilDiv(pad_left - kx, stride_w));
-          const int64_t w1 = std::min(Wo, CeilDiv(W + pad_left - kx, stride_w));
-          if (w1 <= w0) continue;
-          const Panel a{xp + ((n * H + h0 * stride_h + ky - pad_top) * W +
-                              (w0 * stride_w + kx - pad_left)) * C,
-                        stride_w * C, stride_h * W * C};
-          const Panel b{gp + ((n * Ho + h0) * Wo + w0) * O, O, Wo * O};
-          float* t = acc + (ky * KW + kx) * tapsize;
-          if (over_c)
-            Gemm(b, a, h1 - h0, w1 - w0, O, C, t);
-          else
-            Gemm(a, b, h1 - h0, w1 - w0, C, O, t);
-        }
+  ParallelFor(pool, items, [&](int64_t id, int64_t it) {
+    if (partial[id].empty()) partial[id].assign(taps * tapsize, 0.f);
+    float* acc = partial[id].data();
+    const int64_t n = it / blocks_per_image;
+    const int64_t hb0 = (it % blocks_per_image) * rb;
+    const int64_t hb1 = std::min(Ho, hb0 + rb);
+    for (int64_t ky = 0; ky < KH; ++ky) {
+      // Output rows whose input row h * stride_h + ky - pad_top lies inside the image.
+      const int64_t h0 = std::max(hb0, CeilDiv(pad_top - ky, stride_h));
+      const int64_t h1 = std::min(hb1, CeilDiv(H + pad_top - ky, stride_h));
+      if (h1 <= h0) continue;
+      for (int64_t kx = 0; kx < KW; ++kx) {
+        const int64_t w0 = std::max<int64_t>(0, CeilDiv(pad_left - kx, stride_w));
+        const int64_t w1 = std::min(Wo, CeilDiv(W + pad_left - kx, stride_w));
+        if (w1 <= w0) continue;
+        const Panel a{xp + ((n * H + h0 * stride_h + ky - pad_top) * W +
+                            (w0 * stride_w + kx - pad_left)) * C,
+                      stride_w * C, stride_h * W * C};
+        const Panel b{gp + ((n * Ho + h0) * Wo + w0) * O, O, Wo * O};
+        float* t = acc + (ky * KW + kx) * tapsize;
+        if (over_c)
+          Gemm(b, a, h1 - h0, w1 - w0, O, C, t);
+        else
+          Gemm(a, b, h1 - h0, w1 - w0, C, O, t);
       }
     }
-    if (mine > 0 && sh->done.fetch_add(mine) + mine == items) {
-      std::lock_guard<std::mutex> lock(sh->mu);
-      sh->cv.notify_all();
-    }
-  };
-  for (int64_t t = 1; t < max_participants; ++t) pool.Schedule(std::function<void()>(work));
-  work();
-  {
-    std::unique_lock<std::mutex> lock(sh->mu);
-    sh->cv.wait(lock, [&] { return sh->done.load() == items; });
-  }
-  for (const auto& p : sh->partial) {
+  });
+  for (const auto& p : partial) {
     if (p.empty()) continue;
     if (!over_c) {
       for (int64_t i = 0; i < taps * tapsize; ++i) out[i] += p[i];
@@ -262,7 +196,9 @@ static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FfjaxConvKernelGrad, ConvKernelGradImpl,
+}  // namespace ffjax
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FfjaxConvKernelGrad, ffjax::ConvKernelGradImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

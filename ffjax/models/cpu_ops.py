@@ -104,6 +104,37 @@ def _depthwise_bwd(residuals, g):
 depthwise_conv_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
+@jax.custom_vjp
+def depthwise_conv_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`depthwise_conv_shifted` (stride 1, 'same', odd kernel) by the native CPU kernels of
+    `ffjax.cpu_kernels`: forward, input gradient (the forward pass of g with the kernel
+    flipped) and kernel gradient each in one pass over the arrays. float32 only.
+
+    Args:
+      x: input [B, H, W, C] float32.
+      kernel: depthwise kernel [kh, kw, 1, C] float32, kh and kw odd.
+    """
+    from ffjax import cpu_kernels  # noqa: PLC0415
+
+    return cpu_kernels.depthwise_conv(x, kernel[:, :, 0, :])
+
+
+def _depthwise_native_fwd(x, kernel):
+    return depthwise_conv_native(x, kernel), (x, kernel)
+
+
+def _depthwise_native_bwd(residuals, g):
+    from ffjax import cpu_kernels  # noqa: PLC0415
+
+    x, kernel = residuals
+    dx = cpu_kernels.depthwise_conv(g, kernel[::-1, ::-1, 0, :])
+    dk = cpu_kernels.depthwise_kernel_grad(x, g, kernel.shape[:2])
+    return dx, dk[:, :, None, :]
+
+
+depthwise_conv_native.defvjp(_depthwise_native_fwd, _depthwise_native_bwd)
+
+
 def _pool_taps(x: jax.Array, stride: int) -> list[jax.Array]:
     """The nine strided windows of a 3x3, pad-1 max pool (padding is -inf), row-major order."""
     b, h, w, c = x.shape

@@ -18,7 +18,7 @@ from ffjax.models import cpu_ops
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
+DEPTHWISE_IMPLS = ("auto", "grouped", "shifted", "native")
 
 # The two input conventions of the reference models.
 HALF_MEAN = (0.5, 0.5, 0.5)  # FF++ Xception / pretrainedmodels Xception
@@ -169,24 +169,38 @@ def resolve_depthwise_impl(impl: str) -> str:
     """Maps 'auto' to the fast depthwise formulation for the default JAX backend.
 
     Args:
-      impl: 'auto', 'grouped' or 'shifted'.
+      impl: 'auto', 'grouped', 'shifted' or 'native'.
 
     Returns:
-      'shifted' on CPU (XLA:CPU's grouped convolution is ~10x slower there, above all in the
-      backward pass), 'grouped' on GPU/TPU, or `impl` itself when it is not 'auto'.
+      On CPU 'native' (the `ffjax.cpu_kernels` kernels) where they are available, else
+      'shifted' (XLA:CPU's grouped convolution is ~10x slower, above all in the backward
+      pass); 'grouped' on GPU/TPU; or `impl` itself when it is not 'auto'.
+
+    Raises:
+      ValueError: an unknown `impl`, or 'native' where the native kernels are unavailable.
     """
+    from ffjax import cpu_kernels  # noqa: PLC0415
+
     if impl not in DEPTHWISE_IMPLS:
         raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS}; got {impl!r}")
     if impl == "auto":
-        return "shifted" if cpu_ops.on_cpu() else "grouped"
+        if not cpu_ops.on_cpu():
+            return "grouped"
+        return "native" if cpu_kernels.available() else "shifted"
+    if impl == "native" and not cpu_kernels.available():
+        raise ValueError(
+            "depthwise_impl='native' needs the native CPU kernels, which are unavailable here "
+            f"(not on CPU, {cpu_kernels.ENV_SWITCH}=0, or their build failed: see the warning); "
+            "use 'auto', 'shifted' or 'grouped'"
+        )
     return impl
 
 
 class SeparableConv(nnx.Module):
     """Depthwise kxk (no bias) then pointwise 1x1 (no bias), stride 1, 'same' size.
 
-    Both depthwise formulations read the same `depthwise.kernel` parameter, so a checkpoint
-    written with one loads into the other.
+    Every depthwise formulation reads the same `depthwise.kernel` parameter, so a checkpoint
+    written with one loads into the others.
     """
 
     def __init__(
@@ -206,7 +220,8 @@ class SeparableConv(nnx.Module):
           in_features: input channels (one depthwise filter each).
           out_features: output channels of the pointwise convolution.
           kernel_size: odd depthwise kernel side.
-          depthwise_impl: 'auto', 'grouped' (feature_group_count conv) or 'shifted'.
+          depthwise_impl: 'auto', 'grouped' (feature_group_count conv), 'shifted' (sum of
+            shifted slices) or 'native' (`ffjax.cpu_kernels`; float32, else 'shifted').
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -242,5 +257,8 @@ class SeparableConv(nnx.Module):
             x = self.depthwise(x)
         else:
             x, kernel = nnx_dtypes.promote_dtype((x, self.depthwise.kernel[...]), dtype=self.dtype)
-            x = cpu_ops.depthwise_conv_shifted(x, kernel)
+            if self.depthwise_impl == "native" and x.dtype == jnp.float32:
+                x = cpu_ops.depthwise_conv_native(x, kernel)
+            else:
+                x = cpu_ops.depthwise_conv_shifted(x, kernel)
         return self.pointwise(x)
