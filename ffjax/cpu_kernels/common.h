@@ -36,13 +36,18 @@ inline vf LoadU(const float* p) {
   return v;
 }
 inline void StoreU(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-// The first n <= V floats; the rest of the vector is zero.
+// The first n <= V floats; the rest of the vector is zero. (The n == V branch keeps whole
+// vectors off the variable-length memcpy.)
 inline vf LoadN(const float* p, int n) {
+  if (n == V) return LoadU(p);
   vf v = vf{};
   std::memcpy(&v, p, n * 4);
   return v;
 }
-inline void StoreN(float* p, vf v, int n) { std::memcpy(p, &v, n * 4); }
+inline void StoreN(float* p, vf v, int n) {
+  if (n == V) return StoreU(p, v);
+  std::memcpy(p, &v, n * 4);
+}
 
 template <typename A, typename B>
 bool SameDims(const A& a, const B& b) {
