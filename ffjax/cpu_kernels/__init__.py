@@ -6,8 +6,8 @@
   Xception's large-image 1x1 convolutions; this kernel (register-tiled sums of A^T B over
   output rows) is 1.2-6x faster than XLA's on those layers.
 - `depthwise_conv`, `depthwise_kernel_grad` (`depthwise.cc`): the stride-1 'same' depthwise
-  convolution and its kernel gradient, one pass over the arrays each (the shifted-slice form
-  XLA fuses reads them several times).
+  convolution (the models use it for the input gradient) and its kernel gradient, one pass
+  over the arrays each (the shifted-slice backward XLA fuses reads them several times).
 
 Both run on XLA's intra-op thread pool (`common.h`). Measurements: docs/performance.md.
 
