@@ -3,6 +3,9 @@ models: equal to XLA's gradients, local per device under a mesh, built once, and
 fallback when it cannot be built or is switched off."""
 
 import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from unittest import mock
 
@@ -254,3 +257,40 @@ def test_native_depthwise_needs_the_kernels(monkeypatch):
     assert resolve_depthwise_impl("auto") == "shifted"
     with pytest.raises(ValueError, match="native.*FFJAX_CPU_KERNELS"):
         resolve_depthwise_impl("native")
+
+
+_PORTABLE_CHECK = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from ffjax import cpu_kernels
+    from ffjax.models import cpu_ops
+    assert cpu_kernels.available()
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    for (n, h, w, c, o, s, p) in [(2, 9, 11, 3, 40, 1, 1), (2, 10, 10, 40, 5, 2, 1), (1, 6, 6, 16, 16, 1, 0)]:
+        x = jax.random.normal(jax.random.key(h), (n, h, w, c))
+        ho, wo = (h + 2 * p - 3) // s + 1, (w + 2 * p - 3) // s + 1
+        g = jax.random.normal(jax.random.key(c), (n, ho, wo, o))
+        k0 = jnp.zeros((3, 3, c, o))
+        want = jax.vjp(lambda k: jax.lax.conv_general_dilated(x, k, (s, s), ((p, p), (p, p)), dimension_numbers=nhwc), k0)[1](g)[0]
+        got = cpu_kernels.conv_kernel_grad(x, g, (3, 3), (s, s), (p, p))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 21))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 1, 21))
+    g = jax.random.normal(jax.random.key(2), x.shape)
+    for a, b in zip(jax.vjp(cpu_ops.depthwise_conv_native, x, k)[1](g), jax.vjp(cpu_ops.depthwise_conv_shifted, x, k)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("march", ["x86-64-v3", "x86-64"])  # AVX2 (8-float vectors), SSE2 (4)
+def test_kernels_built_for_older_cpus_compute_the_same(march, tmp_path):
+    """The kernels' AVX2 and SSE2 code paths (CPUs without AVX-512, which -march=native picks
+    elsewhere): built for that target in a fresh process, equal to XLA."""
+    if os.uname().machine not in ("x86_64", "AMD64"):
+        pytest.skip("x86 targets")
+    env = dict(os.environ, **{cpu_kernels.ENV_FLAGS: f"-march={march}", cpu_kernels.ENV_CACHE: str(tmp_path)})
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", _PORTABLE_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok")
+    (lib,) = tmp_path.glob("ffjax_cpu_kernels-*.so")

@@ -15,7 +15,8 @@ The sources are compiled with the system C++ compiler (``$CXX``, else ``c++``;
 ``-O3 -march=native``) against the FFI headers of the installed jaxlib into one library in a
 cache (``$FFJAX_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/ffjax/kernels``, else
 ``~/.cache/ffjax/kernels``), keyed by the sources, flags, compiler, jaxlib and CPU, so they
-build once per machine (~3 s). ``FFJAX_CPU_KERNELS=0`` turns the kernels off. When the build
+build once per machine (~3 s); ``$FFJAX_KERNEL_CXXFLAGS`` adds flags (``-march=x86-64-v3`` for a
+library that other CPUs sharing the cache can run). ``FFJAX_CPU_KERNELS=0`` turns the kernels off. When the build
 fails (no compiler, say), a RuntimeWarning says why and the models use XLA's own operations:
 the same numbers, slower.
 
@@ -59,6 +60,7 @@ HANDLERS = {
 }
 ENV_SWITCH = "FFJAX_CPU_KERNELS"
 ENV_CACHE = "FFJAX_KERNEL_CACHE"
+ENV_FLAGS = "FFJAX_KERNEL_CXXFLAGS"  # extra compiler flags, after CXX_FLAGS (e.g. -march=x86-64-v3)
 CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 
 
@@ -112,7 +114,7 @@ def build(directory: str | os.PathLike | None = None) -> pathlib.Path:
     sources = sorted(SOURCE_DIR.glob("*.cc"))
     headers = sorted(SOURCE_DIR.glob("*.h"))
     include = jax.ffi.include_dir()
-    flags = [*CXX_FLAGS, f"-I{include}"]
+    flags = [*CXX_FLAGS, *os.environ.get(ENV_FLAGS, "").split(), f"-I{include}"]
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
