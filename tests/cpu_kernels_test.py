@@ -128,6 +128,21 @@ def test_mesh_reduces_each_shard_locally_then_sums():
     np.testing.assert_allclose(fn(x, g), expected, rtol=1e-5, atol=1e-3)
 
 
+def test_max_pool_gradient_under_a_mesh_stays_per_image():
+    mesh = sharding.make_mesh(8)
+    data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+    x = jax.random.normal(jax.random.key(0), (8, 9, 9, 20))
+    fn = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(cpu_ops.max_pool_3x3(x, 2)))), in_shardings=data, out_shardings=data)
+    hlo = fn.lower(x).compile().as_text()
+    assert "all-gather" not in hlo
+    (call,) = [line for line in hlo.splitlines() if f'custom_call_target="{cpu_kernels.MAX_POOL_GRAD}"' in line]
+    assert "f32[1,9,9,20]" in call
+    from flax import nnx
+
+    want = jax.grad(lambda x: jnp.sum(jnp.sin(nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))))))(x)
+    np.testing.assert_allclose(fn(x), want, rtol=1e-6, atol=1e-6)
+
+
 def test_model_gradients_equal_with_and_without_the_kernel():
     """A whole tiny U-Net (ResNet-34 encoder): parameter gradients through every layer agree
     whether the kernel gradients are native or XLA's."""
@@ -278,6 +293,12 @@ _PORTABLE_CHECK = textwrap.dedent("""
     g = jax.random.normal(jax.random.key(2), x.shape)
     for a, b in zip(jax.vjp(cpu_ops.depthwise_conv_native, x, k)[1](g), jax.vjp(cpu_ops.depthwise_conv_shifted, x, k)[1](g)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    from flax import nnx
+    x = jnp.round(2 * jax.random.normal(jax.random.key(3), (2, 9, 10, 21))) / 2  # ties
+    y, vjp = jax.vjp(lambda x: cpu_ops.max_pool_3x3(x, 2), x)
+    ref = jax.vjp(lambda x: nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), x)[1]
+    g = jax.random.normal(jax.random.key(4), y.shape)
+    np.testing.assert_allclose(vjp(g)[0], ref(g)[0], rtol=1e-6, atol=1e-6)
     print("ok")
 """)
 

@@ -222,11 +222,23 @@ def test_depthwise_shifted_backward_equals_grouped_convolution(shape, k):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape,stride", [((2, 9, 8, 3), 2), ((1, 5, 7, 2), 1), ((2, 8, 8, 4), 2), ((1, 2, 1, 1), 2)])
-def test_max_pool_3x3_equals_nnx_max_pool_with_ties(shape, stride):
+@pytest.mark.parametrize("native", [True, False])  # cpu_kernels' gradient, or the XLA form
+@pytest.mark.parametrize(
+    "shape,stride",
+    [((2, 9, 8, 3), 2), ((1, 5, 7, 2), 1), ((2, 8, 8, 4), 2), ((1, 2, 1, 1), 2), ((2, 9, 10, 70), 2)],
+)
+def test_max_pool_3x3_equals_nnx_max_pool_with_ties(shape, stride, native, monkeypatch):
     # After a ReLU most windows hold equal values (zeros): the gradient must go to the same
     # (first, row-major) element as XLA's select-and-scatter, not be split or duplicated.
+    from ffjax import cpu_kernels
+
+    if not native:
+        monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    elif not cpu_kernels.available():
+        pytest.skip("native CPU kernels unavailable")
     x = jnp.round(2 * jax.nn.relu(jax.random.normal(jax.random.key(0), shape))) / 2
+    grad_text = jax.jit(jax.grad(lambda x: jnp.sum(max_pool_3x3(x, stride)))).lower(x).as_text()
+    assert (cpu_kernels.MAX_POOL_GRAD in grad_text) == native
 
     def reference(x):
         return nnx.max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))

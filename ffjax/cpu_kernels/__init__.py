@@ -9,7 +9,10 @@
   convolution (the models use it for the input gradient) and its kernel gradient, one pass
   over the arrays each (the shifted-slice backward XLA fuses reads them several times).
 
-Both run on XLA's intra-op thread pool (`common.h`). Measurements: docs/performance.md.
+- `max_pool_3x3_grad` (`max_pool.cc`): the 3x3, padding-1 max pool's input gradient in one
+  pass (XLA:CPU's form writes one padded array per window tap and adds them up).
+
+All run on XLA's intra-op thread pool (`common.h`). Measurements: docs/performance.md.
 
 The sources are compiled with the system C++ compiler (``$CXX``, else ``c++``;
 ``-O3 -march=native``) against the FFI headers of the installed jaxlib into one library in a
@@ -53,10 +56,12 @@ LIBRARY = "ffjax_cpu_kernels"
 TARGET = "ffjax_conv_kernel_grad"
 DEPTHWISE = "ffjax_depthwise_conv"
 DEPTHWISE_KERNEL_GRAD = "ffjax_depthwise_kernel_grad"
+MAX_POOL_GRAD = "ffjax_max_pool_3x3_grad"
 HANDLERS = {
     TARGET: "FfjaxConvKernelGrad",
     DEPTHWISE: "FfjaxDepthwiseConv",
     DEPTHWISE_KERNEL_GRAD: "FfjaxDepthwiseKernelGrad",
+    MAX_POOL_GRAD: "FfjaxMaxPool3x3Grad",
 }
 ENV_SWITCH = "FFJAX_CPU_KERNELS"
 ENV_CACHE = "FFJAX_KERNEL_CACHE"
@@ -331,6 +336,56 @@ def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int]) 
     """Kernel gradient [KH, KW, C] of `depthwise_conv` from its input x and output gradient g."""
     _check_f32(x, g)
     return _depthwise_kernel_grad_partitioned(x, g, tuple(int(k) for k in kernel_hw))
+
+
+def _max_pool_grad_call(x, y, g, stride):
+    return jax.ffi.ffi_call(MAX_POOL_GRAD, jax.ShapeDtypeStruct(x.shape, jnp.float32))(
+        x, y, g, stride=np.int64(stride)
+    )
+
+
+@functools.partial(custom_partitioning, static_argnums=(3,))
+def _max_pool_grad_partitioned(x, y, g, stride):
+    return _max_pool_grad_call(x, y, g, stride)
+
+
+def _max_pool_grad_partition(stride, mesh, arg_shapes, result_shape):
+    del result_shape
+    operand = _batch_sharded(arg_shapes[0].sharding)
+
+    def lower(x, y, g):
+        return _max_pool_grad_call(x, y, g, stride)
+
+    return mesh, lower, operand, (operand,) * 3
+
+
+def _max_pool_grad_infer(stride, mesh, arg_shapes, result_shape):
+    del stride, mesh, result_shape
+    return _batch_sharded(arg_shapes[0].sharding)
+
+
+_max_pool_grad_partitioned.def_partition(
+    partition=_max_pool_grad_partition,
+    infer_sharding_from_operands=_max_pool_grad_infer,
+    sharding_rule="n h w c, n i j c, n i j c -> n h w c",
+    need_replication_factors=("h", "w", "c", "i", "j"),
+)
+
+
+def max_pool_3x3_grad(x: jax.Array, y: jax.Array, g: jax.Array, stride: int) -> jax.Array:
+    """Input gradient of the 3x3 max pool with padding 1.
+
+    Args:
+      x: pool input [N, H, W, C] float32.
+      y: pool output [N, Ho, Wo, C], Ho = (H - 1) // stride + 1.
+      g: gradient of y.
+      stride: the pool's stride.
+
+    Returns:
+      dx [N, H, W, C]: each g goes to the first tap (row-major) of its window equal to y.
+    """
+    _check_f32(x, y, g)
+    return _max_pool_grad_partitioned(x, y, g, int(stride))
 
 
 def _check_f32(*arrays: jax.Array) -> None:

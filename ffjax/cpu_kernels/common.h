@@ -29,6 +29,7 @@ constexpr int V = 4;
 constexpr int R = 12;
 #endif
 typedef float vf __attribute__((vector_size(V * 4)));
+typedef int32_t vi __attribute__((vector_size(V * 4)));  // lane masks of vf comparisons
 
 inline vf LoadU(const float* p) {
   vf v;
