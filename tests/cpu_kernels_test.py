@@ -315,3 +315,24 @@ def test_kernels_built_for_older_cpus_compute_the_same(march, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
     (lib,) = tmp_path.glob("ffjax_cpu_kernels-*.so")
+
+
+def test_vmap_runs_the_kernels_per_example():
+    """Per-example gradients (vmap over a batch of batches): custom_partitioning has no
+    batching rule, so each kernel runs once per example; equal to XLA's forms."""
+    x = jax.random.normal(jax.random.key(0), (3, 2, 12, 12, 8))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 8, 16)) * 0.2
+    dk = jax.random.normal(jax.random.key(2), (3, 3, 1, 16))
+
+    def loss(conv, depthwise, k, dk, x):
+        y = conv(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+        return jnp.sum(jnp.sin(cpu_ops.max_pool_3x3(depthwise(y, dk), 2)))
+
+    native = lambda k, dk, x: loss(cpu_ops.conv_general_dilated, cpu_ops.depthwise_conv_native, k, dk, x)
+    grads = jax.jit(jax.vmap(jax.grad(native, argnums=(0, 1)), in_axes=(None, None, 0)))
+    assert cpu_kernels.TARGET in grads.lower(k, dk, x).as_text()
+    with mock.patch.object(cpu_kernels, "available", lambda: False):
+        xla = lambda k, dk, x: loss(jax.lax.conv_general_dilated, cpu_ops.depthwise_conv_shifted, k, dk, x)
+        want = jax.vmap(jax.grad(xla, argnums=(0, 1)), in_axes=(None, None, 0))(k, dk, x)
+    for got, ref in zip(grads(k, dk, x), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

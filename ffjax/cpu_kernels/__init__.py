@@ -244,8 +244,8 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
       x[n, h*sh + ky - pt, w*sw + kx - pl, c] * g[n, h, w, o].
     """
     _check_f32(x, g)
-    return _partitioned(x, g, tuple(int(k) for k in kernel_hw), tuple(int(s) for s in strides),
-                        tuple(int(p) for p in pad_tl))
+    static = (tuple(int(k) for k in kernel_hw), tuple(int(s) for s in strides), tuple(int(p) for p in pad_tl))
+    return _sequential_under_vmap(lambda x, g: _partitioned(x, g, *static))(x, g)
 
 
 _SHAPE_RE = re.compile(r"f32\[([\d,]*)\]")
@@ -329,13 +329,14 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
       x[n, h + ky - KH // 2, w + kx - KW // 2, c] * kernel[ky, kx, c].
     """
     _check_f32(x, kernel)
-    return _depthwise_partitioned(x, kernel)
+    return _sequential_under_vmap(_depthwise_partitioned)(x, kernel)
 
 
 def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int]) -> jax.Array:
     """Kernel gradient [KH, KW, C] of `depthwise_conv` from its input x and output gradient g."""
     _check_f32(x, g)
-    return _depthwise_kernel_grad_partitioned(x, g, tuple(int(k) for k in kernel_hw))
+    kernel_hw = tuple(int(k) for k in kernel_hw)
+    return _sequential_under_vmap(lambda x, g: _depthwise_kernel_grad_partitioned(x, g, kernel_hw))(x, g)
 
 
 def _max_pool_grad_call(x, y, g, stride):
@@ -385,7 +386,14 @@ def max_pool_3x3_grad(x: jax.Array, y: jax.Array, g: jax.Array, stride: int) -> 
       dx [N, H, W, C]: each g goes to the first tap (row-major) of its window equal to y.
     """
     _check_f32(x, y, g)
-    return _max_pool_grad_partitioned(x, y, g, int(stride))
+    stride = int(stride)
+    return _sequential_under_vmap(lambda x, y, g: _max_pool_grad_partitioned(x, y, g, stride))(x, y, g)
+
+
+def _sequential_under_vmap(fn):
+    """`fn` that `jax.vmap` runs one batch element at a time (`custom_partitioning` has no
+    batching rule; per-example gradients of a model then work, slower)."""
+    return jax.custom_batching.sequential_vmap(fn)
 
 
 def _check_f32(*arrays: jax.Array) -> None:
