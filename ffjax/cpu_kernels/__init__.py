@@ -18,8 +18,9 @@ The sources are compiled with the system C++ compiler (``$CXX``, else ``c++``;
 ``-O3 -march=native``) against the FFI headers of the installed jaxlib into one library in a
 cache (``$FFJAX_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/ffjax/kernels``, else
 ``~/.cache/ffjax/kernels``), keyed by the sources, flags, compiler, jaxlib and CPU, so they
-build once per machine (~3 s); ``$FFJAX_KERNEL_CXXFLAGS`` adds flags (``-march=x86-64-v3`` for a
-library that other CPUs sharing the cache can run). ``FFJAX_CPU_KERNELS=0`` turns the kernels off. When the build
+build once per machine (~3 s); ``$FFJAX_KERNEL_CXXFLAGS`` adds flags (e.g. ``-march=x86-64-v3``
+to build for a CPU family rather than this exact CPU). ``FFJAX_CPU_KERNELS=0`` turns the
+kernels off. When the build
 fails (no compiler, say), a RuntimeWarning says why and the models use XLA's own operations:
 the same numbers, slower.
 
@@ -162,8 +163,9 @@ def _register() -> bool:
         handlers = {target: getattr(lib, symbol) for target, symbol in HANDLERS.items()}
     except (KernelBuildError, OSError, AttributeError) as e:
         warnings.warn(
-            f"ffjax: the native CPU convolution kernel is unavailable ({e}). Convolution kernel "
-            f"gradients fall back to XLA's (same results, slower on large images). Set "
+            f"ffjax: the native CPU kernels are unavailable ({e}). Convolution kernel gradients, "
+            f"the depthwise backward and the max-pool gradient fall back to XLA's forms (same "
+            f"results, slower; depthwise_impl='native' is refused). Set "
             f"{ENV_SWITCH}=0 to skip the build and this warning.",
             RuntimeWarning,
             stacklevel=3,
@@ -404,9 +406,11 @@ def _check_f32(*arrays: jax.Array) -> None:
 
 
 def flops_in_hlo(hlo_text: str) -> float:
-    """FLOPs of the native kernel-gradient calls in a compiled HLO module's text, which XLA's
-    cost analysis does not count: 2 x N x Ho x Wo x KH x KW x C x O per call (the result
-    shape [KH, KW, C, O] comes first on the line, dy [N, Ho, Wo, O] last)."""
+    """FLOPs of the native convolution kernel-gradient calls in a compiled HLO module's text,
+    which XLA's cost analysis does not count: 2 x N x Ho x Wo x KH x KW x C x O per call (the
+    result shape [KH, KW, C, O] comes first on the line, dy [N, Ho, Wo, O] last). The
+    depthwise and max-pool calls (under 1 % of a step's FLOPs) are not counted, and a call
+    inside a loop (vmap) counts once."""
     total = 0.0
     for line in hlo_text.splitlines():
         if f'custom_call_target="{TARGET}"' not in line:

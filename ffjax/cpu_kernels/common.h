@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -79,7 +80,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items, F fn) {
   const int64_t participants = Participants(pool, items);
   auto work = [st, items, participants, fn]() {
     const int64_t id = st->joined.fetch_add(1);
-    if (id >= participants) return;
+    if (id >= participants) return;  // defensive: exactly `participants` callers join
     int64_t mine = 0;
     for (int64_t it; (it = st->next.fetch_add(1)) < items; ++mine) fn(id, it);
     if (mine > 0 && st->done.fetch_add(mine) + mine == items) {
@@ -91,6 +92,27 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items, F fn) {
   work();
   std::unique_lock<std::mutex> lock(st->mu);
   st->cv.wait(lock, [&] { return st->done.load() == items; });
+}
+
+// Sums fn(acc, item)'s contributions over items into sum[0, size), in an order fixed by
+// items and size alone (not by thread timing or count), so results are bit-reproducible:
+// items are split into contiguous chunks, each chunk is summed in item order into its own
+// buffer on one thread, and the caller adds the buffers in chunk order. Up to 32 chunks,
+// fewer where the buffers would pass 16 MiB.
+template <typename F>
+void DeterministicSum(ffi::ThreadPool& pool, int64_t items, int64_t size, float* sum, F fn) {
+  std::memset(sum, 0, size * sizeof(float));
+  if (items <= 0 || size <= 0) return;
+  const int64_t by_memory = std::max<int64_t>(1, (int64_t{1} << 22) / size);
+  const int64_t chunks = std::min({items, int64_t{32}, by_memory});
+  std::vector<std::vector<float>> partial(chunks);
+  ParallelFor(pool, chunks, [&](int64_t, int64_t c) {
+    partial[c].assign(size, 0.f);
+    for (int64_t it = c * items / chunks; it < (c + 1) * items / chunks; ++it)
+      fn(partial[c].data(), it);
+  });
+  for (const auto& p : partial)
+    for (int64_t i = 0; i < size; ++i) sum[i] += p[i];
 }
 
 }  // namespace ffjax

@@ -9,8 +9,8 @@
 // A^T B products with K = pixels. They run in register tiles (MB x NB vectors of
 // accumulators, A broadcast, B loaded), vectorised over the wider of C and O. Work items
 // are blocks of output rows of one image (~512 pixels), handed out to XLA's intra-op thread
-// pool and the calling thread through an atomic counter; each participant sums into its
-// own accumulator, and the caller adds them up. Why and how fast: docs/performance.md.
+// pool and the calling thread; they are summed in chunks whose order does not depend on
+// thread timing (DeterministicSum), so the result is bit-reproducible. Why and how fast: docs/performance.md.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -145,19 +145,20 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* gp = dy.typed_data();
   float* out = dw->typed_data();
   const int64_t taps = KH * KW, tapsize = C * O;
-  std::memset(out, 0, taps * tapsize * sizeof(float));
-  if (N == 0 || Ho == 0 || Wo == 0 || tapsize == 0) return ffi::Error::Success();
+  if (N == 0 || Ho == 0 || Wo == 0 || tapsize == 0) {
+    std::memset(out, 0, taps * tapsize * sizeof(float));
+    return ffi::Error::Success();
+  }
 
   // Vectorise over the wider of C and O; partial sums are [tap, C, O] or [tap, O, C].
   const bool over_c = C > O;
   const int64_t rb = std::clamp<int64_t>(512 / Wo, 1, Ho);  // output rows per work item
   const int64_t blocks_per_image = CeilDiv(Ho, rb);
   const int64_t items = N * blocks_per_image;
-  std::vector<std::vector<float>> partial(Participants(pool, items));
-
-  ParallelFor(pool, items, [&](int64_t id, int64_t it) {
-    if (partial[id].empty()) partial[id].assign(taps * tapsize, 0.f);
-    float* acc = partial[id].data();
+  // Partial sums in a fixed order (bit-reproducible), then into dw's [tap, C, O] layout.
+  std::vector<float> transposed(over_c ? taps * tapsize : 0);
+  float* sum = over_c ? transposed.data() : out;
+  DeterministicSum(pool, items, taps * tapsize, sum, [&](float* acc, int64_t it) {
     const int64_t n = it / blocks_per_image;
     const int64_t hb0 = (it % blocks_per_image) * rb;
     const int64_t hb1 = std::min(Ho, hb0 + rb);
@@ -182,16 +183,11 @@ ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
       }
     }
   });
-  for (const auto& p : partial) {
-    if (p.empty()) continue;
-    if (!over_c) {
-      for (int64_t i = 0; i < taps * tapsize; ++i) out[i] += p[i];
-    } else {
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t o = 0; o < O; ++o)
-            out[t * tapsize + c * O + o] += p[t * tapsize + o * C + c];
-    }
+  if (over_c) {
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t o = 0; o < O; ++o)
+          out[t * tapsize + c * O + o] = transposed[t * tapsize + o * C + c];
   }
   return ffi::Error::Success();
 }

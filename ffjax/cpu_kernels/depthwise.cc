@@ -5,8 +5,9 @@
 //   dk[ky, kx, c]  = sum_{n, h, w} x[n, h + ky - KH/2, w + kx - KW/2, c] * g[n, h, w, c]
 //
 // The input gradient is the forward pass of g with the kernel flipped (the caller flips it).
-// Both stream over channels in vectors, one output row per work item; XLA's fused
-// shifted-slice form reads and writes the same arrays several times (docs/performance.md).
+// Both stream over channels in vectors, one output row per work item (the kernel gradient
+// summed in a fixed order: DeterministicSum); XLA's fused shifted-slice form reads and
+// writes the same arrays several times (docs/performance.md).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -68,11 +69,7 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
   float* out = dk->typed_data();
-  std::memset(out, 0, size * sizeof(float));
-  std::vector<std::vector<float>> partial(Participants(pool, N * H));
-  ParallelFor(pool, N * H, [&](int64_t id, int64_t row) {
-    if (partial[id].empty()) partial[id].assign(size, 0.f);
-    float* acc = partial[id].data();
+  DeterministicSum(pool, N * H, size, out, [&](float* acc, int64_t row) {
     const int64_t n = row / H, h = row % H;
     const int64_t ky0 = std::max<int64_t>(0, ph - h), ky1 = std::min(KH, H + ph - h);
     const float* grow = gp + row * W * C;
@@ -95,9 +92,6 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
       }
     }
   });
-  for (const auto& p : partial)
-    if (!p.empty())
-      for (int64_t i = 0; i < size; ++i) out[i] += p[i];
   return ffi::Error::Success();
 }
 

@@ -1,12 +1,16 @@
-"""CPU formulations of depthwise convolutions and max pooling (the XLA:CPU speed work).
+"""CPU formulations of convolutions and max pooling (the XLA:CPU speed work).
 
 Each computes exactly what the plain JAX operation computes, with the same parameters, in a
 form XLA:CPU runs faster: the depthwise convolution 4-30x faster than the grouped
 convolution (`feature_group_count`), the 3x3 max pool's gradient without XLA:CPU's
-index-array select-and-scatter. `layers` picks them on the CPU backend only (`on_cpu`).
-Dense convolutions need no formulation of their own: with `ffjax.xla_options` XLA:CPU runs
-them, and their gradients, on every core. Measurements in docs/performance.md, equality
-tests in tests/models_test.py.
+index-array select-and-scatter, and, where the native kernels of `ffjax.cpu_kernels` built,
+dense convolutions' kernel gradients, the depthwise backward and the max-pool gradient by
+those kernels (`conv_general_dilated`, `depthwise_conv_native`, `max_pool_3x3`). `layers`
+picks them on the CPU backend only. Measurements in docs/performance.md, equality tests in
+tests/models_test.py and tests/cpu_kernels_test.py.
+
+Second-order differentiation (grad of grad) is not supported through the native kernels (a
+custom call has no derivative rule); set FFJAX_CPU_KERNELS=0 for it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ def _depthwise_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
             term = xp[:, i : i + h, j : j + w, :] * kernel[i, j, 0]
             out = term if out is None else out + term
     return out
+
+
+def _check_odd(kernel: jax.Array) -> None:
+    kh, kw = kernel.shape[:2]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"the shifted/native depthwise forms need odd kernel sides; got {kh}x{kw}")
 
 
 # Rows summed elementwise before the kernel gradient's reduction (see depthwise_kernel_grad).
@@ -87,6 +97,7 @@ def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
     Returns:
       [B, H, W, C], equal to the grouped convolution with symmetric padding (k - 1) / 2.
     """
+    _check_odd(kernel)
     return _depthwise_shifted(x, kernel)
 
 
@@ -117,6 +128,7 @@ def depthwise_conv_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
       x: input [B, H, W, C] float32.
       kernel: depthwise kernel [kh, kw, 1, C] float32, kh and kw odd.
     """
+    _check_odd(kernel)
     return _depthwise_shifted(x, kernel)
 
 
@@ -154,8 +166,9 @@ def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
 
     XLA:CPU lowers the max pool's gradient (select-and-scatter) to index arrays and a
     scatter. Here the gradient goes to the first tap (row-major) holding the window's
-    maximum, as select-and-scatter does on ties, and each tap's share is put back in place by
-    an interior-padded copy.
+    maximum, as select-and-scatter does on ties: in one pass by the native kernel
+    (`ffjax.cpu_kernels.max_pool_3x3_grad`, float32) where available, else each tap's share
+    put back in place by an interior-padded copy.
     """
     return functools.reduce(jnp.maximum, _pool_taps(x, stride))
 
@@ -205,15 +218,16 @@ _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
 def native_kernel_grad_padding(
     lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
-    rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1, **kwargs,
+    rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+    batch_group_count: int = 1, **kwargs,
 ) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """The explicit padding of a `lax.conv_general_dilated` call when its kernel gradient
     should come from the native kernel, else None.
 
     It should when: the native kernels are available (CPU, built, not switched off), the
-    call is a float32 NHWC x HWIO 2D convolution without dilation, feature groups, output
-    sharding or another result type, with non-negative padding, and it has at most
-    NATIVE_KERNEL_GRAD_MAX_WEIGHTS weights.
+    call is a float32 NHWC x HWIO 2D convolution without dilation, feature or batch groups,
+    output sharding, another result type or other options, with non-negative padding, and it
+    has at most NATIVE_KERNEL_GRAD_MAX_WEIGHTS weights.
     """
     from ffjax import cpu_kernels  # noqa: PLC0415 (the kernels are CPU-only; import late)
 
@@ -222,6 +236,8 @@ def native_kernel_grad_padding(
     if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
         return None
     if kwargs.get("out_sharding") is not None or kwargs.get("preferred_element_type") not in (None, jnp.float32):
+        return None
+    if batch_group_count != 1 or set(kwargs) - {"out_sharding", "preferred_element_type"}:
         return None
     if any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
         return None
@@ -255,8 +271,8 @@ def conv_native_kernel_grad(x: jax.Array, kernel: jax.Array, strides: tuple[int,
     """NHWC x HWIO convolution; backward: XLA's input gradient, the native kernel gradient.
 
     The forward pass and the input gradient are XLA's own; only the kernel gradient comes
-    from `ffjax.cpu_kernels.conv_kernel_grad` (2-5x faster on large images, same sums in
-    another order: equal to float32 rounding, tests/cpu_kernels_test.py).
+    from `ffjax.cpu_kernels.conv_kernel_grad` (1.2-6x faster on the layers it is used for;
+    the same sums in another order: equal to float32 rounding, tests/cpu_kernels_test.py).
     """
     return _conv(x, kernel, strides, padding, precision)
 
@@ -280,18 +296,19 @@ conv_native_kernel_grad.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """`jax.lax.conv_general_dilated`, taking the kernel gradient from the native CPU kernel
-    where `native_kernel_grad_padding` says so (the `conv_general_dilated` of the models'
-    `nnx.Conv` layers)."""
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, **kwargs):
+    """`jax.lax.conv_general_dilated` (same signature), taking the kernel gradient from the
+    native CPU kernel where `native_kernel_grad_padding` says so (the `conv_general_dilated`
+    of the models' `nnx.Conv` layers)."""
     pads = native_kernel_grad_padding(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, **kwargs,
+        feature_group_count, batch_group_count, **kwargs,
     )
     if pads is None:
         return jax.lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
             dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-            precision=precision, **kwargs,
+            batch_group_count=batch_group_count, precision=precision, **kwargs,
         )
     return conv_native_kernel_grad(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
