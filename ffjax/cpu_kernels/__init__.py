@@ -198,35 +198,56 @@ def _batch_sharded(sharding: NamedSharding) -> NamedSharding:
     return NamedSharding(sharding.mesh, P(spec[0] if spec else None, None, None, None))
 
 
-@functools.partial(custom_partitioning, static_argnums=(2, 3, 4))
-def _partitioned(x, g, kernel_hw, strides, pad_tl):
-    return _call(x, g, kernel_hw, strides, pad_tl)
+def _per_image(call, num_arrays: int, num_static: int, sharding_rule: str,
+               need_replication: tuple[str, ...], *, sum_over_batch: bool = False,
+               replicated: tuple[int, ...] = ()):
+    """`call(*arrays, *static)` as an operation that each device of a mesh runs on its own
+    images, and that `jax.vmap` runs one example at a time.
+
+    Operands are sharded over their batch (dimension 0) only, except the `replicated` ones
+    (a kernel). With `sum_over_batch` the per-device results are summed over the batch's
+    mesh axes (one all-reduce) and replicated, as a kernel gradient needs; otherwise the
+    result is sharded like the first operand. `custom_partitioning` has no batching rule,
+    hence `sequential_vmap`.
+    """
+    op = custom_partitioning(call, static_argnums=tuple(range(num_arrays, num_arrays + num_static)))
+
+    def partition(*args):
+        *static, mesh, arg_shapes, _ = args
+        operand = _batch_sharded(arg_shapes[0].sharding)
+        whole = NamedSharding(mesh, P())
+        axes = operand.spec[0]
+
+        def lower(*arrays):
+            out = call(*arrays, *static)
+            return jax.lax.psum(out, axes) if sum_over_batch and axes is not None else out
+
+        operands = tuple(whole if i in replicated else operand for i in range(num_arrays))
+        return mesh, lower, whole if sum_over_batch else operand, operands
+
+    def infer(*args):
+        *_, mesh, arg_shapes, _ = args
+        return NamedSharding(mesh, P()) if sum_over_batch else _batch_sharded(arg_shapes[0].sharding)
+
+    op.def_partition(
+        partition=partition,
+        infer_sharding_from_operands=infer,
+        sharding_rule=sharding_rule,
+        reduction_factors=("n",) if sum_over_batch else (),
+        need_replication_factors=need_replication,
+    )
+
+    def run(*args):
+        arrays, static = args[:num_arrays], args[num_arrays:]
+        return jax.custom_batching.sequential_vmap(lambda *a: op(*a, *static))(*arrays)
+
+    return run
 
 
-def _partition(kernel_hw, strides, pad_tl, mesh, arg_shapes, result_shape):
-    del result_shape
-    operand = _batch_sharded(arg_shapes[0].sharding)
-    axes = operand.spec[0]
-
-    def lower(x, g):
-        dw = _call(x, g, kernel_hw, strides, pad_tl)
-        return jax.lax.psum(dw, axes) if axes is not None else dw
-
-    return mesh, lower, NamedSharding(mesh, P()), (operand, operand)
-
-
-def _infer(kernel_hw, strides, pad_tl, mesh, arg_shapes, result_shape):
-    del kernel_hw, strides, pad_tl, arg_shapes, result_shape
-    return NamedSharding(mesh, P())
-
-
-_partitioned.def_partition(
-    partition=_partition,
-    infer_sharding_from_operands=_infer,
-    # The batch is reduced over; everything else must be whole on each device.
-    sharding_rule="n h w c, n p q o -> kh kw c o",
-    reduction_factors=("n",),
-    need_replication_factors=("h", "w", "c", "p", "q", "o", "kh", "kw"),
+# The batch (n) is reduced over; everything else must be whole on each device.
+_conv_kernel_grad = _per_image(
+    _call, 2, 3, "n h w c, n p q o -> kh kw c o", ("h", "w", "c", "p", "q", "o", "kh", "kw"),
+    sum_over_batch=True,
 )
 
 
@@ -246,11 +267,8 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
       x[n, h*sh + ky - pt, w*sw + kx - pl, c] * g[n, h, w, o].
     """
     _check_f32(x, g)
-    static = (tuple(int(k) for k in kernel_hw), tuple(int(s) for s in strides), tuple(int(p) for p in pad_tl))
-    return _sequential_under_vmap(lambda x, g: _partitioned(x, g, *static))(x, g)
-
-
-_SHAPE_RE = re.compile(r"f32\[([\d,]*)\]")
+    return _conv_kernel_grad(x, g, tuple(int(k) for k in kernel_hw), tuple(int(s) for s in strides),
+                             tuple(int(p) for p in pad_tl))
 
 
 def _depthwise_call(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -262,59 +280,22 @@ def _depthwise_kernel_grad_call(x: jax.Array, g: jax.Array, kernel_hw: tuple[int
     return jax.ffi.ffi_call(DEPTHWISE_KERNEL_GRAD, out)(x, g)
 
 
-@custom_partitioning
-def _depthwise_partitioned(x, kernel):
-    return _depthwise_call(x, kernel)
+def _max_pool_grad_call(x, y, g, stride):
+    return jax.ffi.ffi_call(MAX_POOL_GRAD, jax.ShapeDtypeStruct(x.shape, jnp.float32))(
+        x, y, g, stride=np.int64(stride)
+    )
 
 
-def _depthwise_partition(mesh, arg_shapes, result_shape):
-    del result_shape
-    operand = _batch_sharded(arg_shapes[0].sharding)
-    return mesh, _depthwise_call, operand, (operand, NamedSharding(mesh, P()))
-
-
-def _depthwise_infer(mesh, arg_shapes, result_shape):
-    del result_shape
-    return _batch_sharded(arg_shapes[0].sharding)
-
-
-_depthwise_partitioned.def_partition(
-    partition=_depthwise_partition,
-    infer_sharding_from_operands=_depthwise_infer,
-    # Images are independent; each needs its whole height, width and channels.
-    sharding_rule="n h w c, kh kw c -> n h w c",
-    need_replication_factors=("h", "w", "c", "kh", "kw"),
+# Images are independent; each needs its whole height, width and channels.
+_depthwise_conv = _per_image(
+    _depthwise_call, 2, 0, "n h w c, kh kw c -> n h w c", ("h", "w", "c", "kh", "kw"), replicated=(1,)
 )
-
-
-@functools.partial(custom_partitioning, static_argnums=(2,))
-def _depthwise_kernel_grad_partitioned(x, g, kernel_hw):
-    return _depthwise_kernel_grad_call(x, g, kernel_hw)
-
-
-def _depthwise_kernel_grad_partition(kernel_hw, mesh, arg_shapes, result_shape):
-    del result_shape
-    operand = _batch_sharded(arg_shapes[0].sharding)
-    axes = operand.spec[0]
-
-    def lower(x, g):
-        dk = _depthwise_kernel_grad_call(x, g, kernel_hw)
-        return jax.lax.psum(dk, axes) if axes is not None else dk
-
-    return mesh, lower, NamedSharding(mesh, P()), (operand, operand)
-
-
-def _depthwise_kernel_grad_infer(kernel_hw, mesh, arg_shapes, result_shape):
-    del kernel_hw, arg_shapes, result_shape
-    return NamedSharding(mesh, P())
-
-
-_depthwise_kernel_grad_partitioned.def_partition(
-    partition=_depthwise_kernel_grad_partition,
-    infer_sharding_from_operands=_depthwise_kernel_grad_infer,
-    sharding_rule="n h w c, n h w c -> kh kw c",
-    reduction_factors=("n",),
-    need_replication_factors=("h", "w", "c", "kh", "kw"),
+_depthwise_kernel_grad = _per_image(
+    _depthwise_kernel_grad_call, 2, 1, "n h w c, n h w c -> kh kw c", ("h", "w", "c", "kh", "kw"),
+    sum_over_batch=True,
+)
+_max_pool_grad = _per_image(
+    _max_pool_grad_call, 3, 1, "n h w c, n i j c, n i j c -> n h w c", ("h", "w", "c", "i", "j")
 )
 
 
@@ -331,48 +312,13 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
       x[n, h + ky - KH // 2, w + kx - KW // 2, c] * kernel[ky, kx, c].
     """
     _check_f32(x, kernel)
-    return _sequential_under_vmap(_depthwise_partitioned)(x, kernel)
+    return _depthwise_conv(x, kernel)
 
 
 def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int]) -> jax.Array:
     """Kernel gradient [KH, KW, C] of `depthwise_conv` from its input x and output gradient g."""
     _check_f32(x, g)
-    kernel_hw = tuple(int(k) for k in kernel_hw)
-    return _sequential_under_vmap(lambda x, g: _depthwise_kernel_grad_partitioned(x, g, kernel_hw))(x, g)
-
-
-def _max_pool_grad_call(x, y, g, stride):
-    return jax.ffi.ffi_call(MAX_POOL_GRAD, jax.ShapeDtypeStruct(x.shape, jnp.float32))(
-        x, y, g, stride=np.int64(stride)
-    )
-
-
-@functools.partial(custom_partitioning, static_argnums=(3,))
-def _max_pool_grad_partitioned(x, y, g, stride):
-    return _max_pool_grad_call(x, y, g, stride)
-
-
-def _max_pool_grad_partition(stride, mesh, arg_shapes, result_shape):
-    del result_shape
-    operand = _batch_sharded(arg_shapes[0].sharding)
-
-    def lower(x, y, g):
-        return _max_pool_grad_call(x, y, g, stride)
-
-    return mesh, lower, operand, (operand,) * 3
-
-
-def _max_pool_grad_infer(stride, mesh, arg_shapes, result_shape):
-    del stride, mesh, result_shape
-    return _batch_sharded(arg_shapes[0].sharding)
-
-
-_max_pool_grad_partitioned.def_partition(
-    partition=_max_pool_grad_partition,
-    infer_sharding_from_operands=_max_pool_grad_infer,
-    sharding_rule="n h w c, n i j c, n i j c -> n h w c",
-    need_replication_factors=("h", "w", "c", "i", "j"),
-)
+    return _depthwise_kernel_grad(x, g, tuple(int(k) for k in kernel_hw))
 
 
 def max_pool_3x3_grad(x: jax.Array, y: jax.Array, g: jax.Array, stride: int) -> jax.Array:
@@ -388,14 +334,7 @@ def max_pool_3x3_grad(x: jax.Array, y: jax.Array, g: jax.Array, stride: int) -> 
       dx [N, H, W, C]: each g goes to the first tap (row-major) of its window equal to y.
     """
     _check_f32(x, y, g)
-    stride = int(stride)
-    return _sequential_under_vmap(lambda x, y, g: _max_pool_grad_partitioned(x, y, g, stride))(x, y, g)
-
-
-def _sequential_under_vmap(fn):
-    """`fn` that `jax.vmap` runs one batch element at a time (`custom_partitioning` has no
-    batching rule; per-example gradients of a model then work, slower)."""
-    return jax.custom_batching.sequential_vmap(fn)
+    return _max_pool_grad(x, y, g, int(stride))
 
 
 def _check_f32(*arrays: jax.Array) -> None:
@@ -403,6 +342,9 @@ def _check_f32(*arrays: jax.Array) -> None:
         raise TypeError(f"the native CPU kernels take float32 operands; got {[str(a.dtype) for a in arrays]}")
     if not available():
         raise RuntimeError("the native CPU kernels are not available (see cpu_kernels.available)")
+
+
+_SHAPE_RE = re.compile(r"f32\[([\d,]*)\]")
 
 
 def flops_in_hlo(hlo_text: str) -> float:

@@ -82,7 +82,6 @@ def depthwise_kernel_grad(x: jax.Array, g: jax.Array, kh: int, kw: int) -> jax.A
     return jnp.sum(jnp.concatenate(partial, axis=-1), axis=(0, 1, 2)).reshape(kh, kw, 1, c)
 
 
-@jax.custom_vjp
 def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'same' depthwise convolution as a sum of shifted slices times channel weights.
 
@@ -98,24 +97,9 @@ def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
       [B, H, W, C], equal to the grouped convolution with symmetric padding (k - 1) / 2.
     """
     _check_odd(kernel)
-    return _depthwise_shifted(x, kernel)
+    return _depthwise(x, kernel, False)
 
 
-def _depthwise_fwd(x, kernel):
-    return _depthwise_shifted(x, kernel), (x, kernel)
-
-
-def _depthwise_bwd(residuals, g):
-    x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    dx = _depthwise_shifted(g, kernel[::-1, ::-1])
-    return dx, depthwise_kernel_grad(x, g, kh, kw).astype(kernel.dtype)
-
-
-depthwise_conv_shifted.defvjp(_depthwise_fwd, _depthwise_bwd)
-
-
-@jax.custom_vjp
 def depthwise_conv_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """`depthwise_conv_shifted` (stride 1, 'same', odd kernel) with the native CPU kernels of
     `ffjax.cpu_kernels` in the backward pass: the input gradient (the depthwise convolution of
@@ -129,23 +113,34 @@ def depthwise_conv_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
       kernel: depthwise kernel [kh, kw, 1, C] float32, kh and kw odd.
     """
     _check_odd(kernel)
+    return _depthwise(x, kernel, True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise(x: jax.Array, kernel: jax.Array, native: bool) -> jax.Array:
+    """The shifted-slice forward of both forms; `native` picks the backward."""
+    del native
     return _depthwise_shifted(x, kernel)
 
 
-def _depthwise_native_fwd(x, kernel):
+def _depthwise_fwd(x, kernel, native):
+    del native
     return _depthwise_shifted(x, kernel), (x, kernel)
 
 
-def _depthwise_native_bwd(residuals, g):
-    from ffjax import cpu_kernels  # noqa: PLC0415
-
+def _depthwise_bwd(native, residuals, g):
     x, kernel = residuals
-    dx = cpu_kernels.depthwise_conv(g, kernel[::-1, ::-1, 0, :])
-    dk = cpu_kernels.depthwise_kernel_grad(x, g, kernel.shape[:2])
-    return dx, dk[:, :, None, :]
+    kh, kw = kernel.shape[:2]
+    if native:
+        from ffjax import cpu_kernels  # noqa: PLC0415
+
+        dx = cpu_kernels.depthwise_conv(g, kernel[::-1, ::-1, 0, :])
+        return dx, cpu_kernels.depthwise_kernel_grad(x, g, (kh, kw))[:, :, None, :]
+    dx = _depthwise_shifted(g, kernel[::-1, ::-1])
+    return dx, depthwise_kernel_grad(x, g, kh, kw).astype(kernel.dtype)
 
 
-depthwise_conv_native.defvjp(_depthwise_native_fwd, _depthwise_native_bwd)
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 def _pool_taps(x: jax.Array, stride: int) -> list[jax.Array]:
