@@ -16,13 +16,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m ffjax.demo
+	$(VENV)/bin/ffjax demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests tfds_builders
 
 bench: $(STAMP)
-	$(PY) -m ffjax.bench --config configs/test.py
+	$(VENV)/bin/ffjax bench --config test
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -67,9 +67,6 @@ class Checkpointer:
                 ),
             )
 
-    def latest_step(self) -> int | None:
-        return self._latest.latest_step()
-
     def save(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
         """Saves (asynchronously) the state, this process's data position and `meta`."""
         args = {
@@ -166,14 +163,21 @@ def _shape_mismatch(state_dir: str, abstract_state: Any) -> str | None:
 
     Compares the sorted lists of array shapes from the checkpoint's metadata, before any
     restore: a failed restore leaves orbax's reader coroutines behind, and shapes alone
-    tell another model or another width apart. None also when the metadata is unreadable
-    (then the restore itself reports).
+    tell another model or another width apart. A dict target compares only the saved
+    subtrees it names. None also when the metadata is unreadable (then the restore itself
+    reports).
     """
     try:
         saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(state_dir))
     except Exception:  # noqa: BLE001 (an unreadable metadata file: the restore reports it)
         return None
-    saved_shapes = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(getattr(saved, "tree", saved)))
+    saved = getattr(saved, "tree", saved)
+    if isinstance(abstract_state, dict) and isinstance(saved, dict):
+        missing = sorted(set(abstract_state) - set(saved))
+        if missing:
+            return f"it holds no {missing} (it has {sorted(saved)})"
+        saved = {k: saved[k] for k in abstract_state}
+    saved_shapes = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(saved))
     wanted = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(abstract_state))
     if saved_shapes == wanted:
         return None
@@ -183,30 +187,35 @@ def _shape_mismatch(state_dir: str, abstract_state: Any) -> str | None:
     return f"array shapes differ, e.g. {saved_shapes[first]} saved vs {wanted[first]} here"
 
 
-def restore_for_inference(workdir_or_path: str, abstract_state: Any, *, which: str = "latest") -> tuple[Any, dict, int]:
-    """Restores only the train state (no data iterator) for evaluation or prediction.
+def restore_model_state(workdir_or_path: str, target: dict, *, which: str = "latest") -> tuple[dict, dict, int]:
+    """Restores only the model's arrays of a checkpoint (`ffjax.state.MODEL_KEYS`: parameters
+    and BatchNorm statistics) for evaluation or prediction: the optimizer state, step, RNG and
+    data position stay on disk, unread.
 
     Args:
       workdir_or_path: a training workdir (then `which` picks `latest` from checkpoints/ or
         `best` from best/) or a directory of checkpoints.
-      abstract_state: restore target (types and shardings).
+      target: `{'params': ..., 'rest': ...}` of `jax.ShapeDtypeStruct`s with shardings
+        (`ffjax.state.abstract_model_state`).
       which: 'latest', 'best', or a step number as a string.
 
     Returns:
-      (state, meta, step).
+      ({'params': ..., 'rest': ...}, meta, step).
     """
     with _read_only(workdir_or_path, which) as (manager, folder, step):
-        mismatch = _shape_mismatch(os.path.join(folder, str(step), _STATE), abstract_state)
+        mismatch = _shape_mismatch(os.path.join(folder, str(step), _STATE), target)
         if mismatch:
             raise ValueError(
                 f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {mismatch}"
             )
+        restore_args = jax.tree.map(
+            lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), target
+        )
+        state_args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
         try:
-            restored = manager.restore(
-                step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()})
-            )
+            restored = manager.restore(step, args=ocp.args.Composite(**{_STATE: state_args, _META: ocp.args.JsonRestore()}))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {e}"
             ) from e
-    return restored[_STATE], restored[_META], step
+    return dict(restored[_STATE]), restored[_META], step

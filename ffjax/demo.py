@@ -5,7 +5,7 @@ r"""`make demo` / `ffjax demo`: the whole pipeline on real faces, on a CPU, in m
 1. Forgeries with exactly known manipulated pixels are generated in the FF++ layout from real
    faces that ship with scikit-image (the astronaut and 100 LFW faces), or from your photos.
 2. The real TFDS builder packages them (64 px face crops, masks, official splits).
-3. The real trainer trains a small U-Net (configs/demo.py).
+3. The real trainer trains a small U-Net (ffjax/configs/demo.py).
 4. The real evaluator scores the held-out test split (pixel IoU, frame and video AUC).
 5. `ffjax predict` localises the manipulation in a held-out fake video (and its original).
 `--quick` runs the same path at a CI size (32 px, a few steps): it tests, it does not learn.
@@ -25,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ffjax import cpu_malloc, media, overlay
+from ffjax import configs, evaluation, train
+from ffjax.build_data import build_dataset
+from ffjax.data import crops, faces
+from ffjax.inference import load_model, media, overlay, predict
+from ffjax.testing import default_real_subjects, make_ffpp_tree, official_pairs
+from ffjax.testing import subjects as subjects_lib
 
 MARKER = ".ffjax_demo"  # marks a folder the demo made, so a rerun may clear it
 MASKED_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
@@ -41,10 +46,6 @@ FRAME_SIZE = (192, 144)
 
 def _default_output() -> str:
     return str(Path(tempfile.gettempdir()) / "ffjax_demo")
-
-
-def _config_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "configs" / "demo.py"
 
 
 # Where dlib's frontal detector puts the eyes and the mouth, as fractions of its box height
@@ -65,8 +66,6 @@ def canonical_face_window(box) -> tuple[int, int, int, int]:
     Returns:
       `(x0, y0, x1, y1)`, possibly extending past the photo.
     """
-    from ffjax.testing import subjects as subjects_lib
-
     x0, y0, x1, y1 = box
     side = max(x1 - x0, y1 - y0)
     eyes, mouth = subjects_lib.LEFT_EYE[1], subjects_lib.MOUTH[1]
@@ -89,8 +88,6 @@ def subjects_from_folder(folder) -> list[np.ndarray]:
     Returns:
       uint8 RGB face images.
     """
-    from ffjax.data import crops, faces
-
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"--faces_dir {folder}: no such folder.")
@@ -136,12 +133,7 @@ def _prepare_output(path: Path) -> Path:
 
 
 def _load_config(quick: bool, config_file: str | None, data_dir: Path, config_name: str):
-    import runpy
-
-    path = Path(config_file) if config_file else _config_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the demo's config is missing (run from a source checkout, or pass --config).")
-    config = runpy.run_path(str(path))["get_config"]("quick" if quick else None)
+    config = configs.load(config_file or "demo", "quick" if quick else None)
     with config.unlocked():
         config.dataset.data_dir = str(data_dir)
         config.dataset.config_name = config_name
@@ -197,7 +189,8 @@ def run_demo(output_dir=None, *, quick: bool = False, faces_dir=None, config_fil
       output_dir: the demo's folder (emptied first if an earlier demo made it).
       quick: the CI-sized run (32 px, 6 steps): checks the path, learns nothing.
       faces_dir: a folder of face photos to use instead of scikit-image's faces.
-      config_file: a config file instead of configs/demo.py.
+      config_file: a config (name or file, its get_config taking the variant) instead of
+        the packaged `demo`.
       num_train_steps: override the config's step count.
       predict_method: the method of the held-out fake that `predict` is shown on.
       seed: seed of the generated videos.
@@ -205,10 +198,6 @@ def run_demo(output_dir=None, *, quick: bool = False, faces_dir=None, config_fil
     Returns:
       A summary: metrics, chance baselines, seconds per stage and every output path.
     """
-    from ffjax import evaluate, inference, predict, train
-    from ffjax.data.build import build_dataset
-    from ffjax.testing import default_real_subjects, make_ffpp_tree, official_pairs
-
     if predict_method not in MASKED_METHODS:
         raise ValueError(f"--predict_method={predict_method!r}: choose one of {MASKED_METHODS}.")
     size = SIZES["quick" if quick else "full"]
@@ -239,12 +228,12 @@ def run_demo(output_dir=None, *, quick: bool = False, faces_dir=None, config_fil
         train.train_and_evaluate(config, str(workdir))
 
     with stages("evaluate", "Evaluating it on the held-out test split"):
-        result = evaluate.evaluate_checkpoint(config, str(workdir), split="test")
+        result = evaluation.evaluate_checkpoint(config, str(workdir), split="test")
 
     fake = next(v for v in tree.videos if v.split == "test" and v.method == predict_method)
     real = tree.video("original", fake.compression, fake.target)
     with stages("predict", f"ffjax predict on a held-out {predict_method} fake and its original"):
-        predictor = predict.Predictor(inference.load_model(workdir))
+        predictor = predict.Predictor(load_model(workdir))
         predictions = {kind: predictor.predict(v.path, out / "predict") for kind, v in (("fake", fake), ("real", real))}
         for p in predictions.values():
             print(f"  {p.verdict}")
@@ -307,7 +296,7 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--output_dir", default=None, help=f"the demo's folder (default {_default_output()})")
     parser.add_argument("--faces_dir", default=None, help="a folder of face photos to use instead of scikit-image's faces")
     parser.add_argument("--quick", action="store_true", help="CI size: 32 px, 6 steps (checks the path, learns nothing)")
-    parser.add_argument("--config", default=None, help="config file (default configs/demo.py)")
+    parser.add_argument("--config", default=None, help="config name or file (default: the packaged demo config)")
     parser.add_argument("--num_train_steps", type=int, default=None, help="override the config's training steps")
     parser.add_argument("--predict_method", default="FaceSwap", help=f"method of the fake shown to predict: {', '.join(MASKED_METHODS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated videos")
@@ -320,8 +309,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--predict_method={args.predict_method!r}: choose one of {MASKED_METHODS}.")
     if args.faces_dir and not Path(args.faces_dir).expanduser().is_dir():
         raise FileNotFoundError(f"--faces_dir {args.faces_dir}: no such folder.")
-    if args.config and not Path(args.config).is_file():
-        raise FileNotFoundError(f"--config {args.config}: no such file.")
+    if args.config:
+        configs.resolve(args.config)  # a FileNotFoundError naming the packaged configs
     if args.num_train_steps is not None and args.num_train_steps < 1:
         raise ValueError(f"--num_train_steps={args.num_train_steps} must be >= 1.")
     out = Path(args.output_dir or _default_output()).expanduser()
@@ -339,8 +328,3 @@ def run(argv) -> dict:
     _quiet_logging()
     return run_demo(args.output_dir, quick=args.quick, faces_dir=args.faces_dir, config_file=args.config,
                     num_train_steps=args.num_train_steps, predict_method=args.predict_method, seed=args.seed)
-
-
-if __name__ == "__main__":
-    cpu_malloc.reexec_if_needed()
-    run(sys.argv)

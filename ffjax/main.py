@@ -1,20 +1,24 @@
-r"""Entry point for training and evaluation: parses flags and hands over, nothing else.
+r"""`ffjax train` and `ffjax eval`: parse flags and hand over, nothing else.
 
-  ffjax train --config configs/default.py --workdir /tmp/run [--config.batch_size=64 ...]
-  ffjax eval  --config configs/default.py --workdir /tmp/run --split test [--checkpoint best]
+  ffjax train --config default --workdir /tmp/run [--config.batch_size=64 ...]
+  ffjax eval  --config default --workdir /tmp/run --split test [--checkpoint best]
+
+`--config` takes a packaged config's name (`ffjax/configs/`) or a config file's path.
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ffjax import cpu_malloc
+from ffjax import configs, evaluation, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, reports.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and validate), or only evaluate a checkpoint.")
 flags.DEFINE_string("split", "test", "eval mode: the split to evaluate.")
 flags.DEFINE_string("checkpoint", "latest", "eval mode: 'latest', 'best', or a step number.")
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, f"A packaged config ({', '.join(configs.names())}) or a config file's path.", lock_config=True
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -23,21 +27,15 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     if FLAGS.mode == "train":
-        from ffjax import train
-
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:
-        from ffjax import evaluate
-
-        evaluate.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint)
+        evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint)
 
 
-def run(argv=None, mode: str | None = None):
-    if mode is not None:
-        argv = list(argv) + [f"--mode={mode}"]
-    app.run(main, argv=argv)
-
-
-if __name__ == "__main__":
-    cpu_malloc.reexec_if_needed()
-    run()
+def run(argv, mode: str) -> None:
+    """`ffjax train|eval ...`: `argv[0]` is the program name, the rest are the flags."""
+    try:
+        argv = configs.resolve_argv(list(argv))
+    except FileNotFoundError as e:
+        raise SystemExit(f"{argv[0]}: {e}") from None
+    app.run(main, argv=argv + [f"--mode={mode}"])

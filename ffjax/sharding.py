@@ -8,12 +8,14 @@ or a multi-host TPU slice.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -64,8 +66,8 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D mesh over the first `num_devices` devices (default: all devices of all processes).
 
     Auto axis types: parameters and batches are placed explicitly by `jit`'s shardings, and
-    Auto keeps XLA free to propagate the rest (Explicit axes turn every unannotated array into
-    a type error, see stack_notes.md).
+    Auto keeps XLA free to propagate the rest (with Explicit axes, jax.make_mesh's default,
+    parameters left on one device next to mesh-sharded inputs raise ShardingTypeError).
     """
     devices = jax.devices()
     if num_devices is not None:
@@ -112,15 +114,30 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-    """Places every leaf of `tree` (host or device arrays) replicated on the mesh."""
-    return jax.device_put(tree, replicated(mesh))
-
-
 def to_host(tree: Any) -> Any:
     """Fetches arrays to numpy on every process, gathering shards other processes hold."""
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded array, in the order it fed them in."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    shards = {s.index[0].start or 0: s for s in x.addressable_shards}
+    return np.concatenate([np.asarray(shards[k].data) for k in sorted(shards)])
+
+
+def allgather_json(records: list) -> list:
+    """Concatenates every process's JSON-able list (variable length, strings allowed), in
+    process order, on every process."""
+    blob = np.frombuffer(json.dumps(records).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([blob.size], np.int64))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[: blob.size] = blob
+    everyone = multihost_utils.process_allgather(padded)
+    merged = []
+    for row, size in zip(np.asarray(everyone), np.asarray(sizes).reshape(-1)):
+        merged.extend(json.loads(bytes(row[: int(size)]).decode()))
+    return merged

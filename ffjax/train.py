@@ -18,25 +18,15 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
-from ffjax import checkpoints, losses, models, optim, sharding, writers, xla_options
+from ffjax import checkpoints, evaluation, models, optim, sharding, state as state_lib, tasks, writers
 from ffjax.data import pipeline
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything that changes during training, as one pytree (what a checkpoint holds)."""
-
-    step: jax.Array
-    params: nnx.State          # nnx.Param variables
-    rest: nnx.State            # BatchNorm statistics and any other non-trainable state
-    opt_state: optax.OptState
-    rng: jax.Array             # base key; step k uses fold_in(rng, k)
+from ffjax.platform import selection
+from ffjax.state import TrainState
 
 
 @flax.struct.dataclass
@@ -45,27 +35,6 @@ class TrainMetrics(clu_metrics.Collection):
     bce: clu_metrics.Average.from_output("bce")
     grad_norm: clu_metrics.Average.from_output("grad_norm")
     learning_rate: clu_metrics.LastValue.from_output("learning_rate")
-
-
-def _dtype(name: str) -> Any:
-    try:
-        return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
-    except KeyError:
-        raise ValueError(f"config.dtype/param_dtype={name!r}: expected float32, bfloat16 or float16.") from None
-
-
-def build_model(config: Any, seed: int = 0) -> nnx.Module:
-    """The model named by `config.model`, built eagerly (use under eval_shape or jit)."""
-    # The 'rbg' generator: initialising every parameter shape with threefry compiles one
-    # sampler per shape, several times slower to build (measured 5.5 s vs 1.4 s for the test
-    # U-Net on CPU); the values only need to be deterministic for a seed, which rbg is.
-    return models.create_model(
-        config.model,
-        rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
-        dtype=_dtype(config.dtype),
-        param_dtype=_dtype(config.param_dtype),
-        **config.model_kwargs.to_dict(),
-    )
 
 
 def validate_config(config: Any, mesh: jax.sharding.Mesh) -> None:
@@ -78,38 +47,15 @@ def validate_config(config: Any, mesh: jax.sharding.Mesh) -> None:
         raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must be >= 1.")
     if config.optimizer not in optim.OPTIMIZERS:
         raise ValueError(f"config.optimizer={config.optimizer!r} is not one of {optim.OPTIMIZERS}.")
-    _dtype(config.dtype), _dtype(config.param_dtype)
+    state_lib.dtype(config.dtype), state_lib.dtype(config.param_dtype)
+    tasks.from_config(config)  # frame_score_topk in range
     # Fails with the folder and the build command when the dataset is missing.
     pipeline.dataset_dir(config.dataset.data_dir, config.dataset.name, config.dataset.config_name)
 
 
-def create_train_state(config: Any, mesh: jax.sharding.Mesh, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
-    """Creates the model and optimizer state directly on their devices (replicated).
-
-    `nnx.eval_shape` gives the structure without allocating; the jitted initializer then
-    writes each array straight into its replicated placement.
-    """
-    abstract = nnx.eval_shape(lambda: build_model(config, config.seed))
-    graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
-
-    def init() -> TrainState:
-        model = build_model(config, config.seed)
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            rest=rest,
-            opt_state=tx.init(params),
-            rng=jax.random.PRNGKey(config.seed),
-        )
-
-    state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
-    return graphdef, state
-
-
 def train_step(
     state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-    loss_cfg: Any, dtype: Any, schedule: optax.Schedule, grad_accum_steps: int,
+    task: tasks.Task, dtype: Any, schedule: optax.Schedule, grad_accum_steps: int,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch. Pure: everything it uses comes in as arguments.
 
@@ -117,15 +63,14 @@ def train_step(
     poisoned) and is reported in the metrics; the host loop stops with the step named.
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
-    images = batch["image"].astype(dtype) / jnp.asarray(255.0, dtype)
 
     def loss_fn(params: nnx.State):
         # copy=True: fresh Variables at this trace level (BatchNorm mutates its statistics).
         model = nnx.merge(graphdef, params, state.rest, copy=True)
         if _has_rng_streams(state.rest):
             nnx.reseed(model, dropout=step_rng)
-        logits = model(images, train=True)
-        loss, parts = losses.task_loss(model.task, logits, batch, loss_cfg)
+        logits = task.forward(model, batch["image"], train=True, dtype=dtype)
+        loss, parts = task.loss(logits, batch)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return loss, (parts, new_rest)
 
@@ -152,15 +97,16 @@ def _has_rng_streams(rest: nnx.State) -> bool:
 
 
 def compile_train_step(config: Any, mesh: jax.sharding.Mesh, graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Any:
-    """`train_step` jitted with explicit shardings, the state donated and `xla_options`."""
+    """`train_step` jitted with explicit shardings, the state donated and the platform's
+    compile options."""
     step = functools.partial(
-        train_step, graphdef=graphdef, tx=tx, loss_cfg=config.loss, dtype=_dtype(config.dtype),
+        train_step, graphdef=graphdef, tx=tx, task=tasks.from_config(config), dtype=state_lib.dtype(config.dtype),
         schedule=optim.learning_rate_schedule(config), grad_accum_steps=config.grad_accum_steps,
     )
     repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     return jax.jit(
         step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
-        compiler_options=xla_options.compiler_options(),
+        compiler_options=selection.compiler_options(mesh.devices.flat),
     )
 
 
@@ -213,8 +159,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       The last evaluation's results (or {} if none ran).
     """
-    from ffjax import evaluate  # the evaluator imports the trainer's state helpers
-
     sharding.initialize_distributed(config)
     mesh = sharding.make_mesh()
     validate_config(config, mesh)
@@ -223,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
     fingerprint = train_split.fingerprint()
     tx = optim.make_optimizer(config)
-    graphdef, state = create_train_state(config, mesh, tx)
+    graphdef, state = state_lib.create_train_state(config, mesh, tx)
     data_iter = iter(pipeline.train_dataset(train_split, config, config.batch_size))
 
     ckpt = checkpoints.Checkpointer(
@@ -247,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params.to_pure_dict()))
 
     step_fn = compile_train_step(config, mesh, graphdef, tx)
-    evaluator = evaluate.SplitEvaluator(config, mesh, graphdef)
+    evaluator = evaluation.SplitEvaluator(config, mesh, graphdef)
     try:
         with _Preempted() as preempted:
             results = _train_loop(
@@ -263,8 +207,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step, preempted) -> dict:
     """The step loop of `train_and_evaluate`: train, log, evaluate, checkpoint, stop on SIGTERM."""
-    from ffjax import evaluate
-
     progress = writers.Progress(config.num_train_steps, config.batch_size, start_step)
     train_metrics = None
     pending = None  # (step, metrics) of the previous step, checked one step late so the
@@ -286,8 +228,8 @@ def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckp
             writer.write_scalars(step, {f"train/{k}": v for k, v in train_metrics.compute().items()} | progress(step))
             train_metrics = None
         if config.eval_every_steps and (step % config.eval_every_steps == 0 or step == config.num_train_steps):
-            results = evaluator.evaluate_split(state, config.dataset.eval_split, step=step, workdir=workdir)
-            headline = evaluate.headline(results)
+            results = evaluator.evaluate_split((state.params, state.rest), config.dataset.eval_split, step=step, workdir=workdir)
+            headline = evaluation.headline(results)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in headline.items()})
             ckpt.save_best(step, state, headline, _meta(config, train_split, step))
         if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
@@ -308,7 +250,3 @@ def _check_finite(step: int, metrics: dict) -> None:
             f"not applied and training stopped. Lower config.learning_rate, enable config.grad_clip_norm, or "
             f"use config.dtype='float32'; the last checkpoint is intact."
         )
-
-
-def count_params(state: TrainState) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))

@@ -13,14 +13,14 @@ from ffjax import bench
 from ffjax.bench import cli, profile, report, suites
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TEST_CONFIG = str(ROOT / "configs" / "test.py")
+TEST_CONFIG = "test"  # a packaged config, by name
 TORCH_KEYS = {"framework", "model", "mode", "size", "batch", "threads", "ms_step_median", "gflops_step_per_image"}
 
 
 def test_smoke_run_on_tiny_config_writes_every_field(tiny_dataset, tmp_path):
     data_dir, config_name = tiny_dataset
     out, jsonl = tmp_path / "bench.json", tmp_path / "results.jsonl"
-    payload = bench.run([
+    payload = cli.run([
         "ffjax bench", f"--config={TEST_CONFIG}", f"--config.dataset.data_dir={data_dir}",
         f"--config.dataset.config_name={config_name}", "--image_size=32", "--devices=1,2", "--batch_sizes=4",
         "--warmup=1", "--iters=2", "--peak_gflops=100", "--pipeline=on", "--pipeline_batches=2",
@@ -69,7 +69,7 @@ def test_smoke_run_on_tiny_config_writes_every_field(tiny_dataset, tmp_path):
 
 
 def test_cases_that_do_not_divide_are_skipped_not_compiled(tmp_path):
-    payload = bench.run([
+    payload = cli.run([
         "ffjax bench", f"--config={TEST_CONFIG}", "--devices=2", "--batch_sizes=3", "--modes=eval",
         "--pipeline=off", f"--out={tmp_path / 'b.json'}",
     ])
@@ -79,7 +79,7 @@ def test_cases_that_do_not_divide_are_skipped_not_compiled(tmp_path):
 
 def test_missing_dataset_fails_before_compiling(tmp_path):
     with pytest.raises(FileNotFoundError, match="ffjax build-data"):
-        bench.run([
+        cli.run([
             "ffjax bench", f"--config={TEST_CONFIG}", f"--config.dataset.data_dir={tmp_path}", "--devices=1",
             "--pipeline=on", f"--out={tmp_path / 'b.json'}",
         ])
@@ -88,13 +88,13 @@ def test_missing_dataset_fails_before_compiling(tmp_path):
 
 def test_bad_flags_name_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--devices"):
-        bench.run(["ffjax bench", f"--config={TEST_CONFIG}", "--devices=1,64", "--pipeline=off"])
+        cli.run(["ffjax bench", f"--config={TEST_CONFIG}", "--devices=1,64", "--pipeline=off"])
     with pytest.raises(ValueError, match="--modes"):
-        bench.run(["ffjax bench", f"--config={TEST_CONFIG}", "--modes=infer", "--devices=1", "--pipeline=off"])
+        cli.run(["ffjax bench", f"--config={TEST_CONFIG}", "--modes=infer", "--devices=1", "--pipeline=off"])
     with pytest.raises(ValueError, match="--suite or --config"):
-        bench.run(["ffjax bench", f"--config={TEST_CONFIG}", "--suite=torch_reference"])
+        cli.run(["ffjax bench", f"--config={TEST_CONFIG}", "--suite=torch_reference"])
     with pytest.raises(ValueError, match="--models"):
-        bench.run(["ffjax bench", "--suite=torch_reference", "--models=resnet50"])
+        cli.run(["ffjax bench", "--suite=torch_reference", "--models=resnet50"])
 
 
 def test_cli_in_a_fresh_process_creates_the_virtual_devices_it_needs(tmp_path):
@@ -141,7 +141,7 @@ def test_profile_attributes_trace_time_to_hlo_operations(tmp_path):
 
 def test_help_lists_the_flags_and_exits_zero(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        bench.run(["ffjax bench", "--help"])
+        cli.run(["ffjax bench", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--suite" in out and "--peak_gflops" in out and "--profile_steps" in out

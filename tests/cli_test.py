@@ -25,12 +25,21 @@ def test_unknown_command_fails():
 
 
 def test_train_with_indivisible_batch_fails_naming_the_setting(tmp_path):
-    out = ffjax("train", "--config", "configs/test.py", "--workdir", str(tmp_path), "--config.batch_size=12")
+    out = ffjax("train", "--config", "test", "--workdir", str(tmp_path), "--config.batch_size=12")
     assert out.returncode != 0
     assert "config.batch_size=12 must be a positive multiple of the device count" in out.stderr + out.stdout
 
 
 def test_misspelt_override_is_an_error(tmp_path):
-    out = ffjax("train", "--config", "configs/test.py", "--workdir", str(tmp_path), "--config.bach_size=8")
+    out = ffjax("train", "--config", "test", "--workdir", str(tmp_path), "--config.bach_size=8")
     assert out.returncode != 0
     assert "bach_size" in out.stderr + out.stdout
+
+
+def test_config_by_path_and_unknown_name(tmp_path):
+    path = ROOT / "ffjax" / "configs" / "test.py"
+    out = ffjax("train", "--config", str(path), "--workdir", str(tmp_path), "--config.batch_size=12")
+    assert "config.batch_size=12 must be a positive multiple" in out.stderr + out.stdout
+    out = ffjax("train", "--config", "no_such_config", "--workdir", str(tmp_path))
+    assert out.returncode != 0
+    assert "not a packaged config" in out.stderr and "default" in out.stderr

@@ -36,7 +36,7 @@ def tiny_ffpp(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_ffpp, tmp_path_factory):
     """(data_dir, config_name) of the tiny tree packaged by the real builder: 32 px, 4 frames."""
-    from ffjax.data.build import build_dataset
+    from ffjax.build_data import build_dataset
 
     data_dir = tmp_path_factory.mktemp("tfds")
     builder = build_dataset(

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ffjax import demo, media
+from ffjax import demo
+from ffjax.inference import media
 from ffjax.testing import official_pairs
 from ffjax.testing import subjects as subjects_lib
 

@@ -1,19 +1,15 @@
-"""Shared by the tests: loading configs from configs/ and pointing them at the tiny dataset."""
+"""Shared by the tests: loading the packaged configs and pointing them at the tiny dataset."""
 
-import pathlib
-
-from ml_collections import config_flags
-
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+from ffjax import configs
 
 
 def load_config(name: str = "test"):
-    """`configs/<name>.py`'s get_config(), loaded by path as `--config` does."""
-    return config_flags.config_flags._LoadConfigModule(name, str(CONFIGS / f"{name}.py")).get_config()
+    """`ffjax/configs/<name>.py`'s get_config(), as `--config <name>` loads it."""
+    return configs.load(name)
 
 
 def config_on(tiny_dataset, *, name: str = "test", model_kwargs=None, augment=None, **fields):
-    """`configs/<name>.py` reading the session's tiny dataset, with fields overridden."""
+    """`ffjax/configs/<name>.py` reading the session's tiny dataset, with fields overridden."""
     data_dir, config_name = tiny_dataset
     config = load_config(name)
     with config.unlocked():

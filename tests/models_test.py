@@ -1,6 +1,6 @@
-"""Tests for ffjax.models: exact parameter counts, shapes, training, scores, depthwise forms."""
+"""Tests for ffjax.models: exact parameter counts, shapes, training, and the operation sets
+(stock, xla, native) computing the same function with the same parameters."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +11,14 @@ from flax import nnx
 
 from ffjax.models import (
     MODELS,
+    STOCK,
     create_model,
     flops_per_image,
-    frame_score,
 )
-from ffjax.models.cpu_ops import depthwise_conv_shifted, max_pool_3x3
-from ffjax.models.layers import SeparableConv, resolve_depthwise_impl
+from ffjax.models.layers import SeparableConv
+from ffjax.platform.cpu import kernels as cpu_kernels
+from ffjax.platform.cpu.ops import depthwise_conv_shifted
+from ffjax.state import ops_named
 from ffjax.models.resnet import ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
 
@@ -170,17 +172,21 @@ def test_one_sgd_step_lowers_the_loss(name):
     assert all(jax.tree.leaves(moved))
 
 
-def test_depthwise_auto_resolves_by_backend_and_rejects_unknown():
-    assert resolve_depthwise_impl("auto") == (
-        "native" if jax.default_backend() == "cpu" else "grouped"
-    )
-    with pytest.raises(ValueError, match="depthwise_impl"):
-        resolve_depthwise_impl("fast")
+def test_models_hold_no_platform_code():
+    """The models take their operations as an argument; none looks at the platform itself."""
+    import pathlib
+
+    import ffjax.models
+
+    for path in pathlib.Path(ffjax.models.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for word in ("cpu_ops", "cpu_kernels", "default_backend", "ffjax.platform"):
+            assert word not in text, f"{path.name} mentions {word}"
 
 
 def test_separable_conv_grouped_and_shifted_agree_with_gradients():
-    grouped = SeparableConv(6, 5, 3, depthwise_impl="grouped", rngs=_rngs(0))
-    shifted = SeparableConv(6, 5, 3, depthwise_impl="shifted", rngs=_rngs(1))
+    grouped = SeparableConv(6, 5, 3, ops=STOCK, rngs=_rngs(0))
+    shifted = SeparableConv(6, 5, 3, ops=ops_named("xla"), rngs=_rngs(1))
     nnx.update(shifted, nnx.state(grouped))
     x = jax.random.normal(jax.random.key(2), (2, 9, 7, 6))
     target = jax.random.normal(jax.random.key(3), (2, 9, 7, 5))
@@ -222,20 +228,18 @@ def test_depthwise_shifted_backward_equals_grouped_convolution(shape, k):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("native", [True, False])  # cpu_kernels' gradient, or the XLA form
+@pytest.mark.parametrize("ops_name", ["native", "xla"])  # the kernels' gradient, or the XLA form
 @pytest.mark.parametrize(
     "shape,stride",
     [((2, 9, 8, 3), 2), ((1, 5, 7, 2), 1), ((2, 8, 8, 4), 2), ((1, 2, 1, 1), 2), ((2, 9, 10, 70), 2)],
 )
-def test_max_pool_3x3_equals_nnx_max_pool_with_ties(shape, stride, native, monkeypatch):
+def test_max_pool_3x3_equals_nnx_max_pool_with_ties(shape, stride, ops_name):
     # After a ReLU most windows hold equal values (zeros): the gradient must go to the same
     # (first, row-major) element as XLA's select-and-scatter, not be split or duplicated.
-    from ffjax import cpu_kernels
-
-    if not native:
-        monkeypatch.setattr(cpu_kernels, "available", lambda: False)
-    elif not cpu_kernels.available():
+    native = ops_name == "native"
+    if native and not cpu_kernels.available():
         pytest.skip("native CPU kernels unavailable")
+    max_pool_3x3 = ops_named(ops_name).max_pool_3x3
     x = jnp.round(2 * jax.nn.relu(jax.random.normal(jax.random.key(0), shape))) / 2
     grad_text = jax.jit(jax.grad(lambda x: jnp.sum(max_pool_3x3(x, stride)))).lower(x).as_text()
     assert (cpu_kernels.MAX_POOL_GRAD in grad_text) == native
@@ -251,10 +255,10 @@ def test_max_pool_3x3_equals_nnx_max_pool_with_ties(shape, stride, native, monke
     assert x.size < 10 or float(jnp.mean(x == 0)) > 0.3  # the ties are really there
 
 
-def test_xception_depthwise_forms_share_checkpoints_and_agree():
+def test_xception_operation_sets_share_checkpoints_and_agree():
     kwargs = dict(TINY["xception"], rngs=_rngs(0))
-    grouped = create_model("xception", depthwise_impl="grouped", **kwargs)
-    shifted = create_model("xception", depthwise_impl="shifted", **dict(kwargs, rngs=_rngs(1)))
+    grouped = create_model("xception", ops=STOCK, **kwargs)
+    shifted = create_model("xception", ops=ops_named("xla"), **dict(kwargs, rngs=_rngs(1)))
     # Same parameter tree: a checkpoint written with one form restores into the other.
     assert jax.tree.structure(nnx.state(grouped)) == jax.tree.structure(nnx.state(shifted))
     nnx.update(shifted, nnx.state(grouped))
@@ -278,10 +282,10 @@ def _primitive_input_dtypes(jaxpr, names):
     return found
 
 
-@pytest.mark.parametrize("name,extra", [("unet", {}), ("xception", {"depthwise_impl": "grouped"})])
-def test_bf16_compute_with_fp32_params(name, extra):
+@pytest.mark.parametrize("name", ["unet", "xception"])
+def test_bf16_compute_with_fp32_params(name):
     model = create_model(
-        name, rngs=_rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32, **TINY[name], **extra
+        name, rngs=_rngs(0), ops=STOCK, dtype=jnp.bfloat16, param_dtype=jnp.float32, **TINY[name]
     )
     assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
     images = _images(5, (1, 32, 32, 3))
@@ -302,53 +306,6 @@ def test_models_reject_bad_inputs_with_clear_errors():
     seg = _abstract("unet_resnet34")
     with pytest.raises(ValueError, match="divisible by 32"):
         _output_shape(seg, (1, 80, 80, 3))
-
-
-def test_frame_score_classifier_paths():
-    one = jnp.array([[-2.0], [0.0], [3.0]])
-    np.testing.assert_allclose(frame_score(one, "classification"), jax.nn.sigmoid(one[:, 0]))
-    two = jnp.array([[1.0, -1.0], [0.0, 2.0]])
-    np.testing.assert_allclose(
-        frame_score(two, "classification"), jax.nn.softmax(two, axis=-1)[:, 1], rtol=1e-6
-    )
-    with pytest.raises(ValueError, match=r"\[B, 1\]"):
-        frame_score(jnp.zeros((2, 3)), "classification")
-    with pytest.raises(ValueError, match="task"):
-        frame_score(one, "detection")
-
-
-def test_frame_score_top_k_counts_a_small_region():
-    logits = jnp.full((2, 10, 10, 1), -30.0)
-    logits = logits.at[0, 2:5, 4, 0].set(30.0)  # 3 of 100 pixels manipulated
-    score = lambda f: np.asarray(frame_score(logits, "segmentation", topk_fraction=f))
-    np.testing.assert_allclose(score(0.03), [1.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(score(0.05), [0.6, 0.0], atol=1e-6)  # k = 5: 3 on, 2 off
-    np.testing.assert_allclose(score(1.0), [0.03, 0.0], atol=1e-6)  # the plain mean
-    np.testing.assert_allclose(score(1e-9), [1.0, 0.0], atol=1e-6)  # at least one pixel
-
-
-def test_frame_score_matches_numpy_under_jit_and_stays_in_range():
-    logits = 5 * jax.random.normal(jax.random.key(6), (3, 16, 16, 1))
-    logits = logits.at[2].set(1e4).at[1, 0, 0, 0].set(-1e4)
-    fraction = 0.1
-    scorer = jax.jit(frame_score, static_argnames=("task", "topk_fraction"))
-    got = np.asarray(scorer(logits, "segmentation", topk_fraction=fraction))
-    k = math.ceil(fraction * 256)
-    probs = 0.5 * (1 + np.tanh(np.asarray(logits, np.float64).reshape(3, -1) / 2))
-    expected = np.sort(probs, axis=1)[:, -k:].mean(axis=1)
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert np.all((got >= 0) & (got <= 1)) and got[2] == 1.0
-
-
-def test_frame_score_rejects_bad_fractions_and_shapes():
-    logits = jnp.zeros((1, 8, 8, 1))
-    for bad in (0.0, 1.5, -0.1):
-        with pytest.raises(ValueError, match="topk_fraction"):
-            frame_score(logits, "segmentation", topk_fraction=bad)
-    with pytest.raises(TypeError, match="static"):
-        jax.jit(lambda f: frame_score(logits, "segmentation", topk_fraction=f))(0.1)
-    with pytest.raises(ValueError, match=r"\[B, H, W, 1\]"):
-        frame_score(jnp.zeros((1, 8, 8)), "segmentation")
 
 
 def test_flops_per_image_scales_with_area():

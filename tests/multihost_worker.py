@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ffjax import checkpoints, evaluate, optim, sharding, train  # noqa: E402
+from ffjax import checkpoints, evaluation, sharding, state, train  # noqa: E402
 from tests.helpers import load_config  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
@@ -36,10 +36,10 @@ with config.unlocked():
 
 results = train.train_and_evaluate(config, workdir)
 mesh = sharding.make_mesh()
-_, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
-restored, _, step = checkpoints.restore_for_inference(workdir, checkpoints.abstract_like(state))
-leaves = jax.tree.leaves(sharding.to_host(restored.params))
+_, target, _ = state.abstract_model_state(config, mesh)
+restored, _, step = checkpoints.restore_model_state(workdir, target)
+leaves = jax.tree.leaves(sharding.to_host(restored["params"]))
 np.savez(out, step=step, devices=jax.device_count(), processes=jax.process_count(),
-         auc=evaluate.headline(results).get("frame/auc", np.nan),
+         auc=evaluation.headline(results).get("frame/auc", np.nan),
          **{f"p{i}": np.asarray(x) for i, x in enumerate(leaves)})
 print(f"process {jax.process_index()}/{jax.process_count()} done at step {step}")

@@ -10,7 +10,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from ffjax import checkpoints, inference, media, optim, overlay, predict, sharding, train
+from ffjax import checkpoints, inference, optim, sharding, train
+from ffjax.inference import media, overlay, predict
+from ffjax.state import create_train_state
 from ffjax.data import crops
 from ffjax.testing import corrupt_file, default_real_subjects, make_ffpp_tree, read_video, write_video
 from tests.helpers import config_on, load_config
@@ -25,7 +27,7 @@ def tiny_config(tiny_dataset, **model_kwargs):
 def save_checkpoint(config, workdir, step=3):
     """A freshly initialised state saved the way the trainer saves it."""
     mesh = sharding.make_mesh()
-    _, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
+    _, state = create_train_state(config, mesh, optim.make_optimizer(config))
     ckpt = checkpoints.Checkpointer(str(workdir))
     ckpt.save(step, state, None, {"config": config.to_dict(), "data_fingerprint": "", "step": step, "model": config.model})
     ckpt.wait()

@@ -8,15 +8,21 @@ import jax
 import numpy as np
 import pytest
 
-from ffjax import checkpoints, evaluate, optim, sharding, train
+from ffjax import checkpoints, evaluation, optim, sharding, train
+from ffjax.state import create_train_state
 from tests.helpers import config_on as tiny_config
 
 
-def final_params(config, workdir):
+def final_state(config, workdir):
+    """The whole train state of the run's latest checkpoint (model, optimizer, step, RNG)."""
     mesh = sharding.make_mesh()
-    _, state = train.create_train_state(config, mesh, optim.make_optimizer(config))
-    restored, _, step = checkpoints.restore_for_inference(workdir, checkpoints.abstract_like(state))
-    return step, jax.device_get(restored)
+    _, state = create_train_state(config, mesh, optim.make_optimizer(config))
+    ckpt = checkpoints.Checkpointer(workdir)
+    try:
+        restored, _ = ckpt.restore_latest(checkpoints.abstract_like(state), None)
+    finally:
+        ckpt.close()
+    return int(restored.step), jax.device_get(restored)
 
 
 def read_jsonl(path):
@@ -45,7 +51,7 @@ def test_train_and_evaluate_end_to_end(tiny_dataset, tmp_path):
 
     # `ffjax eval` on the test split with the best checkpoint: the threshold picked on the
     # validation report gives the calibrated accuracy.
-    test = evaluate.evaluate_checkpoint(config, str(workdir), split="test", checkpoint="best")
+    test = evaluation.evaluate_checkpoint(config, str(workdir), split="test", checkpoint="best")
     report = json.loads((workdir / "eval" / "eval_test.json").read_text())
     assert report["protocol"]["split"] == "test"
     assert report["protocol"]["checkpoint_step"] in (8, 16)
@@ -75,8 +81,8 @@ def test_interrupted_run_resumes_bit_identical(tiny_dataset, tmp_path, monkeypat
     monkeypatch.setattr(train.sharding, "global_batch", real_global_batch)
     train.train_and_evaluate(config, str(tmp_path / "resumed"))
 
-    step_a, a = final_params(config, str(tmp_path / "straight"))
-    step_b, b = final_params(config, str(tmp_path / "resumed"))
+    step_a, a = final_state(config, str(tmp_path / "straight"))
+    step_b, b = final_state(config, str(tmp_path / "resumed"))
     assert step_a == step_b == 6
     leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(leaves_a) == len(leaves_b)

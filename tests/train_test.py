@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ffjax import optim, sharding, train
+from ffjax.state import create_train_state
 from tests.helpers import load_config
 
 
@@ -25,7 +26,7 @@ def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarra
 def one_step(config, num_devices: int, batch: dict):
     mesh = sharding.make_mesh(num_devices)
     tx = optim.make_optimizer(config)
-    graphdef, state = train.create_train_state(config, mesh, tx)
+    graphdef, state = create_train_state(config, mesh, tx)
     step = train.compile_train_step(config, mesh, graphdef, tx)
     state, metrics = step(state, sharding.global_batch(batch, mesh))
     return jax.device_get(state), jax.device_get(metrics)
@@ -47,7 +48,7 @@ def test_one_step_on_8_devices_equals_1_device():
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=name)
     # The step really moved the parameters and the running statistics.
     init_mesh = sharding.make_mesh(1)
-    _, init = train.create_train_state(config, init_mesh, optim.make_optimizer(config))
+    _, init = create_train_state(config, init_mesh, optim.make_optimizer(config))
     init = jax.device_get(init)
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(state1.params)))
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(init.rest), jax.tree.leaves(state1.rest)))
@@ -63,7 +64,7 @@ def test_non_finite_loss_leaves_state_unchanged_and_stops_naming_the_step():
     batch["image"][0, 0, 0, 0] = np.nan  # a corrupt input poisons the forward pass
     mesh = sharding.make_mesh(8)
     tx = optim.make_optimizer(config)
-    graphdef, state = train.create_train_state(config, mesh, tx)
+    graphdef, state = create_train_state(config, mesh, tx)
     before = jax.device_get(state.params)
     step = train.compile_train_step(config, mesh, graphdef, tx)
     state, metrics = step(state, sharding.global_batch(batch, mesh))
@@ -119,7 +120,7 @@ def test_gradient_accumulation_updates_every_k_steps_in_bf16():
         config.grad_accum_steps, config.warmup_steps, config.dtype = 2, 0, "bfloat16"
     mesh = sharding.make_mesh(8)
     tx = optim.make_optimizer(config)
-    graphdef, state = train.create_train_state(config, mesh, tx)
+    graphdef, state = create_train_state(config, mesh, tx)
     step = train.compile_train_step(config, mesh, graphdef, tx)
     snapshots = [jax.device_get(state.params)]
     for seed in range(2):

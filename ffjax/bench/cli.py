@@ -1,7 +1,9 @@
 """`ffjax bench`: flags, the list of cases, and the run that measures and reports them.
 
 This module imports no JAX at the top: asking for N virtual CPU devices only works if
-XLA_FLAGS is set before JAX starts, so JAX is imported after the flags are read.
+XLA_FLAGS is set before JAX starts, so JAX, and every ffjax module that imports it
+(`steps`, `input`, `report`, `profile`, `sharding`, `data.pipeline`), is imported inside
+the functions, after the flags are read.
 """
 
 from __future__ import annotations
@@ -18,19 +20,22 @@ from typing import Any
 from absl import flags
 from ml_collections import config_flags
 
+from ffjax import bench, configs
+from ffjax.bench import suites
+
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
 
 def _define_flags(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
-        "config", None, "Config file (configs/*.py); overrides as in `ffjax train`.", flag_values=fv, sys_argv=argv
+        "config", None, "A packaged config (name) or a config file; overrides as in `ffjax train`.", flag_values=fv, sys_argv=argv
     )
     flags.DEFINE_enum("suite", "", ["", "torch_reference"], "Named case set instead of --config: "
                       "torch_reference = the PyTorch CPU reference suite's models, batch, sizes, loss and optimizer.", flag_values=fv)
     flags.DEFINE_list("models", [], "With --suite: only these suite models (e.g. xception_cls).", flag_values=fv)
     flags.DEFINE_string("name", "", "Row name for --config runs (default: config.model).", flag_values=fv)
-    flags.DEFINE_string("model_kwargs", "", 'JSON merged into config.model_kwargs, e.g. \'{"depthwise_impl": "grouped"}\'.', flag_values=fv)
+    flags.DEFINE_string("model_kwargs", "", 'JSON merged into config.model_kwargs, e.g. \'{"middle_blocks": 4}\'.', flag_values=fv)
     flags.DEFINE_list("modes", [], "train and/or eval (default: both).", flag_values=fv)
     flags.DEFINE_list("devices", [], "Device counts (meshes over the first n local devices); default 1, 2, 4, ... all.", flag_values=fv)
     flags.DEFINE_list("batch_sizes", [], "Global batch sizes (default: config.batch_size).", flag_values=fv)
@@ -97,8 +102,6 @@ def _device_counts(requested: list[int], available: int) -> list[int]:
 
 def _plan(fv: flags.FlagValues) -> list[dict[str, Any]]:
     """The models to run: name, config, image size, and default batch/mode/precision lists."""
-    from ffjax.bench import suites
-
     if fv.suite:
         if fv["config"].present:
             raise ValueError("Give either --suite or --config, not both.")
@@ -113,7 +116,7 @@ def _plan(fv: flags.FlagValues) -> list[dict[str, Any]]:
                       modes=list(spec["modes"]), precisions=list(spec["precisions"])) for e, c in entries]
     else:
         if fv.config is None:
-            raise ValueError("Give --config=configs/<file>.py (or --suite=torch_reference).")
+            raise ValueError(f"Give --config=<{'|'.join(configs.names())}|file.py> (or --suite=torch_reference).")
         config = fv.config
         plans = [dict(name=fv.name or config.model, config=config, image_size=fv.image_size,
                       batch_sizes=[config.batch_size], modes=["train", "eval"], precisions=["fp32"])]
@@ -144,7 +147,7 @@ def _measure_steps(
     plans: list[dict], counts: list[int], warmup: int, iters: int, profile_steps: int = 0, trace_dir: str = ""
 ) -> tuple[list[dict], list[dict]]:
     """Every (precision, batch, device count, mode) of every plan: rows, and cases skipped."""
-    from ffjax.bench import profile, steps
+    from ffjax.bench import profile, steps  # import JAX: after the flags (module docstring)
 
     rows, skipped = [], []
     for p in plans:
@@ -169,8 +172,8 @@ def _measure_steps(
 
 def _measure_input(plan: dict, counts: list[int], num_batches: int, workers: int) -> dict:
     """Input frames/s for the first plan's config and batch, put on the largest mesh it divides."""
-    from ffjax import sharding
-    from ffjax.bench import input as input_bench
+    from ffjax import sharding  # imports JAX: after the flags (module docstring)
+    from ffjax.bench import input as input_bench  # imports JAX: after the flags
 
     batch = plan["batch_sizes"][0]
     devices = max(n for n in counts if batch % n == 0) if any(batch % n == 0 for n in counts) else 1
@@ -188,10 +191,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
       pipeline results and the output paths.
     """
     argv = list(sys.argv if argv is None else argv)
+    try:
+        argv = configs.resolve_argv(argv)
+    except FileNotFoundError as e:
+        raise SystemExit(f"ffjax bench: {e}") from None
     fv = _define_flags(argv)
     if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-        from ffjax import bench
-
         print(f"{bench.__doc__.strip()}\n\nflags:\n{fv.get_help()}")
         raise SystemExit(0)
     try:
@@ -207,8 +212,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     import jax
 
-    from ffjax.bench import input as input_bench
-    from ffjax.bench import report, steps
+    from ffjax.bench import input as input_bench  # imports JAX: after the flags
+    from ffjax.bench import report, steps  # import JAX: after the flags
 
     env = report.environment()
     counts = _device_counts(requested, jax.local_device_count())
@@ -220,7 +225,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         data_folder = input_bench.dataset_available(plans[0]["config"])
         if data_folder is None and fv.pipeline == "on":
             # Fail before minutes of compiling, with the folder and the build command.
-            from ffjax.data import pipeline as data_pipeline
+            from ffjax.data import pipeline as data_pipeline  # imports JAX: after the flags
 
             dataset = plans[0]["config"].dataset
             data_pipeline.dataset_dir(dataset.data_dir, dataset.name, dataset.config_name)

@@ -20,7 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ffjax import cpu_kernels, models, optim, sharding, train, xla_options
+from ffjax import optim, sharding, state as state_lib, tasks, train
+from ffjax.bench import profile
+from ffjax.platform import selection
+from ffjax.platform.cpu import kernels
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 MODES = ("train", "eval")
@@ -73,7 +76,7 @@ def _cost(compiled: Any) -> dict[str, float]:
         cost = cost[0] if cost else {}
     cost = dict(cost or {})
     # XLA does not count what runs inside custom calls: add the native kernel gradients'.
-    native = cpu_kernels.flops_in_hlo(compiled.as_text())
+    native = kernels.flops_in_hlo(compiled.as_text())
     if native and cost.get("flops"):
         cost["flops"] = float(cost["flops"]) + native
     return cost
@@ -93,34 +96,29 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
-def _eval_step(graphdef: nnx.GraphDef, task: str, topk: float):
-    """Model forward (inference mode) and the frame score, as the evaluator runs them."""
-
-    def step(state, batch):
-        model = nnx.merge(graphdef, state)
-        logits = model(batch["image"].astype(jnp.float32) / 255.0, train=False)
-        return models.frame_score(logits, task, topk)
-
-    return step
-
-
 def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Array]):
     """(compiled step, first argument, params count, compile seconds) for one mode."""
     tick = time.perf_counter()
     if mode == "train":
         tx = optim.make_optimizer(cfg)
-        graphdef, state = train.create_train_state(cfg, mesh, tx)
-        params = train.count_params(state)
+        graphdef, state = state_lib.create_train_state(cfg, mesh, tx)
+        params = state_lib.count_params(state.params)
         jitted = train.compile_train_step(cfg, mesh, graphdef, tx)
     elif mode == "eval":
-        abstract = nnx.eval_shape(lambda: train.build_model(cfg, cfg.seed))
-        graphdef, _ = nnx.split(abstract)
-        state = jax.jit(lambda: nnx.split(train.build_model(cfg, cfg.seed))[1], out_shardings=sharding.replicated(mesh))()
-        params = int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
-        step = _eval_step(graphdef, models.MODELS[cfg.model].task, cfg.frame_score_topk)
+        ops = state_lib.model_ops(cfg, mesh)
+        graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(lambda: state_lib.build_model(cfg, ops)), nnx.Param, ...)
+        state = jax.jit(
+            lambda: tuple(nnx.split(state_lib.build_model(cfg, ops), nnx.Param, ...)[1:]),
+            out_shardings=sharding.replicated(mesh),
+        )()
+        params = state_lib.count_params(abstract_params)
+        task = tasks.from_config(cfg)
+        logits_fn = state_lib.predict_fn(graphdef, task)
+        # Model forward (inference mode) and the frame score, as the evaluator runs them.
         jitted = jax.jit(
-            step, in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
-            out_shardings=sharding.data_sharded(mesh), compiler_options=xla_options.compiler_options(),
+            lambda state, batch: task.frame_score(logits_fn(state, batch["image"])),
+            in_shardings=(sharding.replicated(mesh), sharding.data_sharded(mesh)),
+            out_shardings=sharding.data_sharded(mesh), compiler_options=selection.compiler_options(mesh.devices.flat),
         )
     else:
         raise ValueError(f"--modes: {mode!r} is not one of {MODES}.")
@@ -134,7 +132,7 @@ def measure(
     """Compiles and times one case of the project's own train or eval step.
 
     Args:
-      config: a run config from `configs/` (model, loss, optimizer are read from it).
+      config: a run config (`ffjax.configs`; model, loss, optimizer are read from it).
       case: what to measure; the config's batch size and dtype are replaced by the case's.
       warmup: untimed steps after compiling (first-run allocations, caches).
       iters: timed steps; the median is reported.
@@ -180,8 +178,6 @@ def measure(
     load_after = os.getloadavg()
     summary = None
     if profile_steps > 0:
-        from ffjax.bench import profile
-
         if not trace_dir:
             raise ValueError("--profile_steps needs a trace folder (--trace_dir).")
         state = profile.trace_steps(lambda s: run_once(s)[0], state, profile_steps, trace_dir)

@@ -1,4 +1,4 @@
-"""Named sets of benchmark cases, and loading the project's configs by file name.
+"""Named sets of benchmark cases.
 
 `torch_reference` emits exactly the rows of the PyTorch CPU reference suite
 (/work/shared/bench/torch_reference: timm `legacy_xception`, smp `Unet` with Xception and
@@ -9,11 +9,9 @@ binary mask or label) and optimizer (AdamW), so its `summarize.py` can put them 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
-import runpy
 from typing import Any
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+from ffjax import configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +19,7 @@ class SuiteModel:
     """One model of a suite: the name its rows carry, its config and input size."""
 
     name: str                      # model key shared with the PyTorch reference rows
-    config_file: str               # file in configs/
+    config_file: str               # a packaged config (ffjax/configs/)
     image_size: int
     overrides: tuple[tuple[str, Any], ...] = ()
 
@@ -43,9 +41,9 @@ TORCH_REFERENCE_TRAINING = (
 SUITES: dict[str, dict[str, Any]] = {
     "torch_reference": {
         "models": (
-            SuiteModel("xception_cls", "xception_cls.py", 299, (("model_kwargs.num_outputs", 1),)),
-            SuiteModel("unet_xception", "default.py", 256),
-            SuiteModel("unet_resnet34", "default.py", 256, (("model", "unet_resnet34"),)),
+            SuiteModel("xception_cls", "xception_cls", 299, (("model_kwargs.num_outputs", 1),)),
+            SuiteModel("unet_xception", "default", 256),
+            SuiteModel("unet_resnet34", "default", 256, (("model", "unet_resnet34"),)),
         ),
         "batch_sizes": (8,),
         "modes": ("train", "eval"),
@@ -53,19 +51,6 @@ SUITES: dict[str, dict[str, Any]] = {
         "training": TORCH_REFERENCE_TRAINING,
     },
 }
-
-
-def load_config(path: str | pathlib.Path) -> Any:
-    """Calls `get_config()` of a config file (a path, or a file name in configs/)."""
-    path = pathlib.Path(path)
-    if not path.is_file() and (CONFIGS_DIR / path).is_file():
-        path = CONFIGS_DIR / path
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {path} not found (also looked in {CONFIGS_DIR}).")
-    module = runpy.run_path(str(path))
-    if "get_config" not in module:
-        raise ValueError(f"Config file {path} has no get_config().")
-    return module["get_config"]()
 
 
 def apply_overrides(config: Any, overrides: tuple[tuple[str, Any], ...]) -> Any:
@@ -91,7 +76,7 @@ def suite_configs(name: str) -> list[tuple[SuiteModel, Any]]:
     suite = SUITES[name]
     out = []
     for entry in suite["models"]:
-        config = load_config(entry.config_file)
+        config = configs.load(entry.config_file)
         apply_overrides(config, suite["training"] + entry.overrides)
         out.append((entry, config))
     return out

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from ffjax.data import augment as augment_lib
-from ffjax.data import ffpp
+from ffjax.data import ffpp, store
 
 BATCH_KEYS = ("image", "mask", "label", "method_id", "compression_id")
 
@@ -37,17 +37,12 @@ def dataset_dir(data_dir: str, name: str, config_name: str) -> str:
     Raises:
       FileNotFoundError: naming the config settings, what is there, and the build command.
     """
-    from ffjax.data import build
-
-    if name != build.DATASET_NAME:
-        raise ValueError(f"config.dataset.name={name!r}: ffjax reads the {build.DATASET_NAME!r} dataset.")
+    if name != store.DATASET_NAME:
+        raise ValueError(f"config.dataset.name={name!r}: ffjax reads the {store.DATASET_NAME!r} dataset.")
     try:
-        return str(build.dataset_dir(data_dir, config_name))
+        return str(store.dataset_dir(data_dir, config_name))
     except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"config.dataset.data_dir={data_dir!r} / config.dataset.config_name={config_name!r}: {e} "
-            f"(or: `ffjax build-data --manual_dir <FF++ root> --data_dir {data_dir}`)"
-        ) from None
+        raise FileNotFoundError(f"config.dataset.data_dir={data_dir!r} / config.dataset.config_name={config_name!r}: {e}") from None
 
 
 @dataclasses.dataclass

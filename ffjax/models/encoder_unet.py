@@ -25,6 +25,7 @@ from ffjax.models.layers import (
     normalize_images,
     upsample_nearest_2x,
 )
+from ffjax.models.ops import STOCK, Ops
 from ffjax.models.resnet import RESNET34_BLOCKS, ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
 
@@ -40,6 +41,7 @@ class DecoderBlock(nnx.Module):
         skip_features: int,
         out_features: int,
         *,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -50,11 +52,12 @@ class DecoderBlock(nnx.Module):
           in_features: channels coming up from the coarser stage.
           skip_features: channels of the encoder skip (0 for none).
           out_features: output channels.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
         """
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = ConvBNReLU(in_features + skip_features, out_features, 3, **kw)
         self.conv2 = ConvBNReLU(out_features, out_features, 3, **kw)
 
@@ -73,6 +76,7 @@ class UNetDecoder(nnx.Module):
         encoder_channels: Sequence[int],
         decoder_channels: Sequence[int] = DECODER_CHANNELS,
         *,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -82,6 +86,7 @@ class UNetDecoder(nnx.Module):
         Args:
           encoder_channels: channels of the encoder maps at strides 2, 4, 8, 16, 32.
           decoder_channels: output channels of the five stages, coarse to fine.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -98,7 +103,7 @@ class UNetDecoder(nnx.Module):
         skip_channels = [*coarse_first[1:], 0]
         self.blocks = nnx.List(
             [
-                DecoderBlock(cin, cskip, cout, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                DecoderBlock(cin, cskip, cout, ops=ops, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
                 for cin, cskip, cout in zip(in_channels, skip_channels, decoder_channels)
             ]
         )
@@ -126,6 +131,7 @@ class EncoderUNet(nnx.Module):
         encoder: nnx.Module,
         *,
         decoder_channels: Sequence[int] = DECODER_CHANNELS,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -136,6 +142,7 @@ class EncoderUNet(nnx.Module):
           encoder: module with `feature_channels` (5 ints) whose call `(x, train)` returns the
             five maps at strides 2, 4, 8, 16, 32.
           decoder_channels: output channels of the five decoder stages, coarse to fine.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -144,6 +151,7 @@ class EncoderUNet(nnx.Module):
         self.decoder = UNetDecoder(
             encoder.feature_channels,
             decoder_channels,
+            ops=ops,
             rngs=rngs,
             dtype=dtype,
             param_dtype=param_dtype,
@@ -154,6 +162,7 @@ class EncoderUNet(nnx.Module):
             (3, 3),
             padding=((1, 1), (1, 1)),
             use_bias=True,
+            ops=ops,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -188,7 +197,7 @@ class XceptionUNet(EncoderUNet):
         decoder_channels: Sequence[int] = DECODER_CHANNELS,
         encoder_width: float = 1.0,
         middle_blocks: int = 8,
-        depthwise_impl: str = "auto",
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -199,7 +208,7 @@ class XceptionUNet(EncoderUNet):
           decoder_channels: decoder stage widths, coarse to fine.
           encoder_width: Xception channel multiplier (1.0 is the reference).
           middle_blocks: Xception middle-flow blocks (8 is the reference).
-          depthwise_impl: 'auto', 'grouped' or 'shifted' (see `layers.SeparableConv`).
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -207,13 +216,13 @@ class XceptionUNet(EncoderUNet):
         encoder = XceptionBackbone(
             width=encoder_width,
             middle_blocks=middle_blocks,
-            depthwise_impl=depthwise_impl,
+            ops=ops,
             rngs=rngs,
             dtype=dtype,
             param_dtype=param_dtype,
         )
         super().__init__(
-            encoder, decoder_channels=decoder_channels, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+            encoder, decoder_channels=decoder_channels, ops=ops, rngs=rngs, dtype=dtype, param_dtype=param_dtype
         )
 
 
@@ -229,6 +238,7 @@ class ResNet34UNet(EncoderUNet):
         decoder_channels: Sequence[int] = DECODER_CHANNELS,
         encoder_width: float = 1.0,
         stage_blocks: Sequence[int] = RESNET34_BLOCKS,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -239,6 +249,7 @@ class ResNet34UNet(EncoderUNet):
           decoder_channels: decoder stage widths, coarse to fine.
           encoder_width: ResNet channel multiplier (1.0 is the reference).
           stage_blocks: BasicBlocks per ResNet stage ((3, 4, 6, 3) is ResNet-34).
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -246,10 +257,11 @@ class ResNet34UNet(EncoderUNet):
         encoder = ResNetBackbone(
             stage_blocks=stage_blocks,
             width=encoder_width,
+            ops=ops,
             rngs=rngs,
             dtype=dtype,
             param_dtype=param_dtype,
         )
         super().__init__(
-            encoder, decoder_channels=decoder_channels, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+            encoder, decoder_channels=decoder_channels, ops=ops, rngs=rngs, dtype=dtype, param_dtype=param_dtype
         )

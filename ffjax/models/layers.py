@@ -14,11 +14,10 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes as nnx_dtypes
 
-from ffjax.models import cpu_ops
+from ffjax.models.ops import STOCK, Ops
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-DEPTHWISE_IMPLS = ("auto", "grouped", "shifted", "native")
 
 # The two input conventions of the reference models.
 HALF_MEAN = (0.5, 0.5, 0.5)  # FF++ Xception / pretrainedmodels Xception
@@ -94,12 +93,11 @@ def check_divisible(images: jax.Array, factor: int, model_name: str) -> None:
         )
 
 
-def conv(in_features: int, out_features: int, kernel_size, **kwargs) -> nnx.Conv:
-    """`nnx.Conv` whose kernel gradient comes from the native CPU kernel where that is faster
-    (`cpu_ops.conv_general_dilated`; elsewhere, and on GPU/TPU, XLA's). Same parameters."""
+def conv(in_features: int, out_features: int, kernel_size, *, ops: Ops = STOCK, **kwargs) -> nnx.Conv:
+    """`nnx.Conv` computed by `ops.conv_general_dilated` (same parameters in every set)."""
     return nnx.Conv(
         in_features, out_features, kernel_size,
-        conv_general_dilated=cpu_ops.conv_general_dilated, **kwargs,
+        conv_general_dilated=ops.conv_general_dilated, **kwargs,
     )
 
 
@@ -115,6 +113,7 @@ class ConvBNReLU(nnx.Module):
         *,
         padding: int | None = None,
         relu: bool = True,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -129,6 +128,7 @@ class ConvBNReLU(nnx.Module):
           padding: symmetric zero padding; default kernel_size // 2, which keeps an even input
             side H at exactly H / stride (PyTorch's convention, unlike 'SAME' at stride 2).
           relu: apply ReLU after BatchNorm.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -141,6 +141,7 @@ class ConvBNReLU(nnx.Module):
             strides=stride,
             padding=((pad, pad), (pad, pad)),
             use_bias=False,
+            ops=ops,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -154,53 +155,12 @@ class ConvBNReLU(nnx.Module):
         return nnx.relu(x) if self.relu else x
 
 
-def max_pool_3x3(x: jax.Array, stride: int) -> jax.Array:
-    """3x3 max pool with padding 1 (the ResNet stem's and Xception's block pools).
-
-    On CPU `cpu_ops.max_pool_3x3` (same numbers, a gradient without XLA:CPU's index-array
-    select-and-scatter: xception_cls train -4%); elsewhere `nnx.max_pool`.
-    """
-    if cpu_ops.on_cpu():
-        return cpu_ops.max_pool_3x3(x, stride)
-    return nnx.max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
-
-
-def resolve_depthwise_impl(impl: str) -> str:
-    """Maps 'auto' to the fast depthwise formulation for the default JAX backend.
-
-    Args:
-      impl: 'auto', 'grouped', 'shifted' or 'native'.
-
-    Returns:
-      On CPU 'native' (the `ffjax.cpu_kernels` kernels) where they are available, else
-      'shifted' (XLA:CPU's grouped convolution is ~10x slower, above all in the backward
-      pass); 'grouped' on GPU/TPU; or `impl` itself when it is not 'auto'.
-
-    Raises:
-      ValueError: an unknown `impl`, or 'native' where the native kernels are unavailable.
-    """
-    from ffjax import cpu_kernels  # noqa: PLC0415
-
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS}; got {impl!r}")
-    if impl == "auto":
-        if not cpu_ops.on_cpu():
-            return "grouped"
-        return "native" if cpu_kernels.available() else "shifted"
-    if impl == "native" and not cpu_kernels.available():
-        raise ValueError(
-            "depthwise_impl='native' needs the native CPU kernels, which are unavailable here "
-            f"(not on CPU, {cpu_kernels.ENV_SWITCH}=0, or their build failed: see the warning); "
-            "use 'auto', 'shifted' or 'grouped'"
-        )
-    return impl
-
-
 class SeparableConv(nnx.Module):
     """Depthwise kxk (no bias) then pointwise 1x1 (no bias), stride 1, 'same' size.
 
-    Every depthwise formulation reads the same `depthwise.kernel` parameter, so a checkpoint
-    written with one loads into the others.
+    The depthwise step is `ops.depthwise` when the set has one, else `nnx.Conv`'s grouped
+    convolution; both read the same `depthwise.kernel` parameter, so a checkpoint written
+    with one loads into the other.
     """
 
     def __init__(
@@ -209,7 +169,7 @@ class SeparableConv(nnx.Module):
         out_features: int,
         kernel_size: int = 3,
         *,
-        depthwise_impl: str = "auto",
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -220,8 +180,7 @@ class SeparableConv(nnx.Module):
           in_features: input channels (one depthwise filter each).
           out_features: output channels of the pointwise convolution.
           kernel_size: odd depthwise kernel side.
-          depthwise_impl: 'auto', 'grouped' (feature_group_count conv), 'shifted' (sum of
-            shifted slices) or 'native' (`ffjax.cpu_kernels`; float32, else 'shifted').
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -236,6 +195,7 @@ class SeparableConv(nnx.Module):
             padding=((pad, pad), (pad, pad)),
             feature_group_count=in_features,
             use_bias=False,
+            ops=ops,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -245,20 +205,18 @@ class SeparableConv(nnx.Module):
             out_features,
             (1, 1),
             use_bias=False,
+            ops=ops,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.depthwise_impl = resolve_depthwise_impl(depthwise_impl)
+        self.depthwise_fn = ops.depthwise
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.depthwise_impl == "grouped":
+        if self.depthwise_fn is None:
             x = self.depthwise(x)
         else:
             x, kernel = nnx_dtypes.promote_dtype((x, self.depthwise.kernel[...]), dtype=self.dtype)
-            if self.depthwise_impl == "native" and x.dtype == jnp.float32:
-                x = cpu_ops.depthwise_conv_native(x, kernel)
-            else:
-                x = cpu_ops.depthwise_conv_shifted(x, kernel)
+            x = self.depthwise_fn(x, kernel)
         return self.pointwise(x)

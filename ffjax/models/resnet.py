@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ffjax.models.layers import ConvBNReLU, max_pool_3x3
+from ffjax.models.layers import ConvBNReLU
+from ffjax.models.ops import STOCK, Ops
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
 
@@ -26,6 +27,7 @@ class BasicBlock(nnx.Module):
         out_features: int,
         stride: int = 1,
         *,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -36,11 +38,12 @@ class BasicBlock(nnx.Module):
           in_features: input channels.
           out_features: output channels.
           stride: stride of the first conv (2 opens a stage).
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
         """
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = ConvBNReLU(in_features, out_features, 3, stride, **kw)
         self.conv2 = ConvBNReLU(out_features, out_features, 3, 1, relu=False, **kw)
         if stride != 1 or in_features != out_features:
@@ -64,6 +67,7 @@ class ResNetBackbone(nnx.Module):
         *,
         stage_blocks: Sequence[int] = RESNET34_BLOCKS,
         width: float = 1.0,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -73,6 +77,7 @@ class ResNetBackbone(nnx.Module):
         Args:
           stage_blocks: BasicBlocks in layer1..layer4; (3, 4, 6, 3) is ResNet-34.
           width: channel multiplier on (64, 128, 256, 512); 1.0 is the reference.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -85,7 +90,7 @@ class ResNetBackbone(nnx.Module):
         if not width > 0:
             raise ValueError(f"ResNet width must be > 0 (1.0 is the reference); got {width}")
         widths = [max(1, round(n * width)) for n in (64, 128, 256, 512)]
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.stem = ConvBNReLU(3, widths[0], 7, 2, padding=3, **kw)
         layers = []
         cin = widths[0]
@@ -96,6 +101,7 @@ class ResNetBackbone(nnx.Module):
             layers.append(nnx.List(blocks))
             cin = cout
         self.layers = nnx.List(layers)
+        self.max_pool = ops.max_pool_3x3
         self.feature_channels = (widths[0], *widths)
 
     def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
@@ -110,7 +116,7 @@ class ResNetBackbone(nnx.Module):
         """
         x = self.stem(x, train)
         features = [x]
-        x = max_pool_3x3(x, 2)
+        x = self.max_pool(x, 2)
         for layer in self.layers:
             for block in layer:
                 x = block(x, train)

@@ -15,6 +15,7 @@ from flax import nnx
 
 from ffjax.models import layers
 from ffjax.models.layers import HALF_MEAN, HALF_STD, ConvBNReLU, check_divisible, normalize_images
+from ffjax.models.ops import STOCK, Ops
 
 
 class DoubleConv(nnx.Module):
@@ -25,6 +26,7 @@ class DoubleConv(nnx.Module):
         in_features: int,
         out_features: int,
         *,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -34,11 +36,12 @@ class DoubleConv(nnx.Module):
         Args:
           in_features: input channels.
           out_features: output channels of both convolutions.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
         """
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = ConvBNReLU(in_features, out_features, 3, **kw)
         self.conv2 = ConvBNReLU(out_features, out_features, 3, **kw)
 
@@ -61,6 +64,7 @@ class UNet(nnx.Module):
         *,
         depth: int = 4,
         base_width: int = 64,
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -70,6 +74,7 @@ class UNet(nnx.Module):
         Args:
           depth: number of 2x downsamplings (4 in the paper); inputs must divide by 2**depth.
           base_width: channels at full resolution (64 in the paper).
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -82,7 +87,7 @@ class UNet(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.down = nnx.List(
-            [DoubleConv(cin, cout, **kw) for cin, cout in zip([3, *widths[:-1]], widths)]
+            [DoubleConv(cin, cout, ops=ops, **kw) for cin, cout in zip([3, *widths[:-1]], widths)]
         )
         # Coarse to fine: up-convolution halves channels, then DoubleConv on [up, skip].
         self.up = nnx.List(
@@ -92,9 +97,9 @@ class UNet(nnx.Module):
             ]
         )
         self.up_convs = nnx.List(
-            [DoubleConv(2 * widths[i], widths[i], **kw) for i in reversed(range(depth))]
+            [DoubleConv(2 * widths[i], widths[i], ops=ops, **kw) for i in reversed(range(depth))]
         )
-        self.head = layers.conv(widths[0], 1, (1, 1), **kw)
+        self.head = layers.conv(widths[0], 1, (1, 1), ops=ops, **kw)
         self.depth = depth
         self.dtype = dtype
 

@@ -18,9 +18,9 @@ from ffjax.models.layers import (
     ConvBNReLU,
     SeparableConv,
     batch_norm,
-    max_pool_3x3,
     normalize_images,
 )
+from ffjax.models.ops import STOCK, Ops
 
 
 def _check_width(width: float, middle_blocks: int) -> None:
@@ -45,7 +45,7 @@ class XceptionBlock(nnx.Module):
         *,
         start_with_relu: bool = True,
         grow_first: bool = True,
-        depthwise_impl: str = "auto",
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -59,7 +59,7 @@ class XceptionBlock(nnx.Module):
           stride: 1, or 2 for a max-pooled block.
           start_with_relu: False only for the first block, which follows a ReLU already.
           grow_first: change the channel count in the first (True) or last separable conv.
-          depthwise_impl: see `SeparableConv`.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -68,19 +68,20 @@ class XceptionBlock(nnx.Module):
             channels = [in_features] + [out_features] * reps
         else:
             channels = [in_features] * reps + [out_features]
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.convs = nnx.List(
             [
-                SeparableConv(cin, cout, 3, depthwise_impl=depthwise_impl, **kw)
+                SeparableConv(cin, cout, 3, **kw)
                 for cin, cout in zip(channels[:-1], channels[1:])
             ]
         )
-        self.bns = nnx.List([batch_norm(c, **kw) for c in channels[1:]])
+        self.bns = nnx.List([batch_norm(c, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for c in channels[1:]])
         if in_features != out_features or stride != 1:
             self.skip = ConvBNReLU(in_features, out_features, 1, stride, padding=0, relu=False, **kw)
         else:
             self.skip = None
         self.stride = stride
+        self.max_pool = ops.max_pool_3x3
         self.start_with_relu = start_with_relu
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -90,8 +91,7 @@ class XceptionBlock(nnx.Module):
                 y = nnx.relu(y)
             y = bn(conv(y), use_running_average=not train)
         if self.stride != 1:
-            s = self.stride
-            y = max_pool_3x3(y, s)
+            y = self.max_pool(y, self.stride)
         skip = x if self.skip is None else self.skip(x, train)
         return y + skip
 
@@ -104,7 +104,7 @@ class XceptionBackbone(nnx.Module):
         *,
         width: float = 1.0,
         middle_blocks: int = 8,
-        depthwise_impl: str = "auto",
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -114,7 +114,7 @@ class XceptionBackbone(nnx.Module):
         Args:
           width: channel multiplier; 1.0 is the reference, small values give test-sized nets.
           middle_blocks: number of 728-channel middle-flow blocks (8 in the reference).
-          depthwise_impl: 'auto', 'grouped' or 'shifted' (see `layers.SeparableConv`).
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -125,9 +125,9 @@ class XceptionBackbone(nnx.Module):
             return max(1, round(n * width))
 
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        bkw = dict(depthwise_impl=depthwise_impl, **kw)
-        self.conv1 = ConvBNReLU(3, c(32), 3, 2, padding=1, **kw)
-        self.conv2 = ConvBNReLU(c(32), c(64), 3, 1, padding=1, **kw)
+        bkw = dict(ops=ops, **kw)
+        self.conv1 = ConvBNReLU(3, c(32), 3, 2, padding=1, **bkw)
+        self.conv2 = ConvBNReLU(c(32), c(64), 3, 1, padding=1, **bkw)
         # Entry flow.
         self.block1 = XceptionBlock(c(64), c(128), 2, 2, start_with_relu=False, **bkw)
         self.block2 = XceptionBlock(c(128), c(256), 2, 2, **bkw)
@@ -181,7 +181,7 @@ class Xception(nnx.Module):
         *,
         width: float = 1.0,
         middle_blocks: int = 8,
-        depthwise_impl: str = "auto",
+        ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
@@ -192,7 +192,7 @@ class Xception(nnx.Module):
           num_outputs: logits per image: 1 (sigmoid) or 2 (softmax, FF++'s official head).
           width: channel multiplier (see `XceptionBackbone`).
           middle_blocks: middle-flow blocks (see `XceptionBackbone`).
-          depthwise_impl: 'auto', 'grouped' or 'shifted'.
+          ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
@@ -202,7 +202,7 @@ class Xception(nnx.Module):
         self.backbone = XceptionBackbone(
             width=width,
             middle_blocks=middle_blocks,
-            depthwise_impl=depthwise_impl,
+            ops=ops,
             rngs=rngs,
             dtype=dtype,
             param_dtype=param_dtype,

@@ -1,0 +1,149 @@
+"""`ffjax build-data`: build the FaceForensics++ TFDS dataset from a local FF++ copy.
+
+    ffjax build-data --manual_dir /data/FaceForensics++ --data_dir ~/tensorflow_datasets \
+        [--compression c23 --image_size 256 --frames_per_video 32 --num_workers 8 ...]
+
+This command sits above both the builder (`tfds_builders/faceforensics`, which uses
+`ffjax.data` to decode, crop and mask) and the data package; `ffjax.data.store.load_builder`
+opens the result from its files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from ffjax.data import ffpp
+from ffjax.data.store import DATASET_NAME
+from tfds_builders.faceforensics import faceforensics_dataset_builder as ff_builder
+from tfds_builders.faceforensics import manifest
+
+
+def build_dataset(manual_dir, data_dir, *, overwrite: bool = False, verbose: bool = True, **config_overrides):
+    """Builds (or reuses) the FF++ dataset for one config and returns its builder.
+
+    Args:
+      manual_dir: the FF++ root (`original_sequences/`, `manipulated_sequences/`).
+      data_dir: TFDS data dir; the dataset goes to `<data_dir>/faceforensics/<config>/<version>`.
+      overwrite: rebuild even if that folder already holds a finished build.
+      verbose: print the build summary.
+      **config_overrides: `FaceforensicsConfig` fields, e.g. `compression='c40'`,
+        `image_size=64`, `frames_per_video=4`, `methods=(...)`, `num_workers=0`.
+
+    Returns:
+      The `tfds.core.DatasetBuilder`; its `builder_config.name` is the config name to pass
+      to `ffjax.data.store.load_builder`.
+    """
+    manual_dir = ffpp.check_root(manual_dir)
+    num_workers = config_overrides.pop("num_workers", None)
+    config = ff_builder.make_config(**config_overrides)
+    # TFDS refuses a config object that shares the name of a registered one, even an equal
+    # one: use the registered config by name (the worker count goes to the builder).
+    if config.name in ff_builder.Builder.builder_configs:
+        config = config.name
+    builder = ff_builder.Builder(
+        config=config, data_dir=str(Path(data_dir).expanduser()), num_workers=num_workers
+    )
+    # REUSE_CACHE_IF_EXISTS deletes a finished build and regenerates it (nothing is
+    # downloaded either way: the data is manual).
+    mode = (
+        tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+        if overwrite
+        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), download_mode=mode),
+    )
+    if verbose:
+        print(dataset_summary(builder.data_dir))
+    return builder
+
+
+def dataset_summary(dataset_dir) -> str:
+    """The summary of a built dataset, from the manifests written with it.
+
+    Args:
+      dataset_dir: `<data_dir>/faceforensics/<config>/<version>`.
+
+    Returns:
+      Summary text (videos named/found, frames kept, skips, fake-pixel fractions, speed).
+    """
+    manifests = manifest.read_manifests(dataset_dir)
+    if not manifests:
+        return f"{dataset_dir}: no manifest_<split>.json found (not built by this builder?)"
+    return manifest.format_summary(manifests, dataset_dir)
+
+
+def _parse(argv, prog: str = "ffjax build-data") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--manual_dir", required=True, help="the FF++ root folder")
+    parser.add_argument("--data_dir", required=True, help="TFDS data dir to write into")
+    parser.add_argument("--compression", default="c23", help="c23 (default), c40 or raw/c0")
+    parser.add_argument(
+        "--methods", default=None,
+        help="comma-separated methods (default Deepfakes,Face2Face,FaceSwap,NeuralTextures; "
+        "FaceShifter and DeepFakeDetection are opt-in; 'all' for every method)",
+    )
+    parser.add_argument("--frames_per_video", type=int, help="frames per video (default 32)")
+    parser.add_argument("--image_size", type=int, help="crop side in pixels (default 256)")
+    parser.add_argument("--crop_scale", type=float, help="crop side / face box side (default 1.3)")
+    parser.add_argument("--mask_threshold", type=int, help="shipped mask threshold (default 15)")
+    parser.add_argument("--diff_threshold", type=int, help="derived mask threshold (default 10)")
+    parser.add_argument("--mask_mode", choices=("shipped", "derived", "shipped_or_derived"))
+    parser.add_argument("--split_dir", help="folder with train/val/test.json (default: official)")
+    parser.add_argument("--num_workers", type=int, help="decoding processes (default: all CPUs)")
+    parser.add_argument(
+        "--no_face_detector_fallback", action="store_true",
+        help="skip targets with no usable fake instead of finding their faces with dlib",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="rebuild an existing build")
+    return parser.parse_args(argv)
+
+
+def main(argv=None, prog: str = "ffjax build-data") -> int:
+    """CLI entry point: builds the dataset and prints its summary and how to open it.
+
+    Args:
+      argv: the flags (without the program name); None for `sys.argv[1:]`.
+      prog: the program name shown in usage and error messages.
+
+    Returns:
+      The exit status (0); bad input ends the program with its message (exit 1).
+    """
+    args = _parse(sys.argv[1:] if argv is None else argv, prog)
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "frames_per_video", "image_size", "crop_scale", "mask_threshold", "diff_threshold",
+            "mask_mode", "split_dir", "num_workers",
+        )
+        if getattr(args, key) is not None
+    }
+    overrides["compression"] = args.compression
+    if args.methods:
+        methods = args.methods.split(",")
+        overrides["methods"] = ffpp.FAKE_METHODS if methods == ["all"] else tuple(methods)
+    if args.no_face_detector_fallback:
+        overrides["face_detector_fallback"] = False
+    try:
+        builder = build_dataset(args.manual_dir, args.data_dir, overwrite=args.overwrite, **overrides)
+    except (ffpp.LayoutError, ValueError) as e:
+        raise SystemExit(f"{prog}: {e}") from e
+    name = builder.builder_config.name
+    print(
+        f"\nconfig {name}: open it with ffjax.data.store.load_builder({args.data_dir!r}, {name!r})"
+        f" or tfds.data_source('{DATASET_NAME}/{name}', data_dir={args.data_dir!r})"
+    )
+    return 0
+
+
+def run(argv) -> int:
+    """`ffjax build-data ...`: `argv[0]` is the program name, the rest are the flags."""
+    return main(list(argv[1:]), prog=argv[0])

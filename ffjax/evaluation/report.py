@@ -1,0 +1,261 @@
+"""From summed counts to the reported numbers: the breakdown table, JSON and Markdown.
+
+The breakdown follows the FF++ benchmark: every metric overall, per manipulation method
+(each method's fakes against ALL originals) and per compression level. The protocol that
+produced the numbers travels with them into every output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ffjax.evaluation import metrics
+
+# What write_report insists the caller states, beside what the evaluator knows itself.
+REQUIRED_PROTOCOL_KEYS = ("frames_per_video", "crop_scale", "checkpoint_step")
+
+
+def _frame_block(frame, hist, sel, num_bins, calibrated_threshold):
+    neg = hist[sel][:, 0].sum(0)
+    pos = hist[sel][:, 1].sum(0)
+    edges = metrics.histogram_thresholds(num_bins)
+    out = metrics.confusion_metrics(frame[sel].sum(0))
+    out.update(metrics.ranking_metrics(neg, pos, edges, past_end=1.0))
+    if calibrated_threshold is not None:
+        out["accuracy_calibrated"] = metrics.accuracy_at(neg, pos, edges, calibrated_threshold)
+    return out
+
+
+def _video_block(videos, sel, threshold, calibrated_threshold):
+    methods, comps, labels, scores = videos
+    keep = sel[methods, comps] if len(methods) else np.zeros(0, bool)
+    labels, scores = labels[keep], scores[keep]
+    fake, pred = labels == 1, scores >= threshold
+    counts = [np.sum(pred & fake), np.sum(pred & ~fake), np.sum(~pred & fake), np.sum(~pred & ~fake)]
+    out = metrics.confusion_metrics(counts)
+    neg, pos, thresholds = metrics.exact_counts(scores, labels)
+    ranked = metrics.ranking_metrics(neg, pos, thresholds) if len(thresholds) else {}
+    out.update({k: ranked.get(k) for k in ("auc", "eer", "ap")})
+    if calibrated_threshold is not None:
+        out["accuracy_calibrated"] = (
+            metrics.accuracy_at(neg, pos, thresholds, calibrated_threshold) if len(thresholds) else None
+        )
+    return out
+
+
+def summarize(
+    sums: Mapping[str, np.ndarray],
+    videos: metrics.VideoScores | None,
+    *,
+    method_names: Sequence[str],
+    compression_names: Sequence[str],
+    threshold: float,
+    num_bins: int,
+    aggregation: str = "mean",
+    calibrated_threshold: float | None = None,
+) -> dict[str, dict[str, dict]]:
+    """Every metric overall, per method and per compression level, from the summed counts.
+
+    The FF++ benchmark convention: a method's frame and video metrics pit that method's fakes
+    against ALL originals of the same compression scope (so originals' false positives count
+    in every method's accuracy); its pixel metrics cover only that method's frames. The
+    ``all`` rows take every frame, originals included, so originals add false positive pixels.
+    Groups without frames are left out.
+
+    Args:
+      sums: host int64 counts ``frame`` [M, C, 4], ``hist`` [M, C, 2, bins], optional
+        ``pixel`` [M, C, 4], as ``metrics.batch_sums`` makes them, added over batches.
+      videos: per-video scores, or None to skip video-level metrics.
+      method_names: M names, 'original' first; compression_names: C names.
+      threshold: the decision threshold; num_bins: the histogram's bin count.
+      aggregation: frame-to-video score aggregation, ``mean`` or ``max``.
+      calibrated_threshold: a threshold chosen on validation (e.g. the validation result's
+        ``best_threshold``); adds ``accuracy_calibrated``, resolved at histogram bin edges
+        for frames and exactly for videos.
+
+    Returns:
+      ``{scope: {method: {"frame": {...}, "video": {...}, "pixel": {...}}}}`` where scope is
+      ``all`` or a compression name and method is ``all`` or a method name.
+    """
+    metrics.check_names(method_names, compression_names)
+    frame, hist, pixel = sums["frame"], sums["hist"], sums.get("pixel")
+    num_methods, num_comps = frame.shape[:2]
+    if (num_methods, num_comps) != (len(method_names), len(compression_names)):
+        raise ValueError(
+            f"Counts have {num_methods} methods x {num_comps} compressions but "
+            f"{len(method_names)} method and {len(compression_names)} compression names."
+        )
+    video_arrays = videos.aggregate(aggregation) if videos is not None else None
+    frames = frame.sum(-1)
+    scopes = [("all", np.ones(num_comps, bool))]
+    scopes += [(c, np.arange(num_comps) == i) for i, c in enumerate(compression_names) if frames[:, i].sum()]
+    out: dict[str, dict[str, dict]] = {}
+    for scope, comp_sel in scopes:
+        if not frames[:, comp_sel].sum():
+            continue
+        method_sets = [("all", np.ones(num_methods, bool), np.ones(num_methods, bool))]
+        for m, name in enumerate(method_names):
+            if frames[m, comp_sel].sum():
+                only = np.arange(num_methods) == m
+                method_sets.append((name, only | (np.arange(num_methods) == 0), only))
+        rows = {}
+        for name, frame_methods, pixel_methods in method_sets:
+            frame_sel = frame_methods[:, None] & comp_sel[None, :]
+            row = {"frame": _frame_block(frame, hist, frame_sel, num_bins, calibrated_threshold)}
+            if video_arrays is not None:
+                row["video"] = _video_block(video_arrays, frame_sel, threshold, calibrated_threshold)
+            if pixel is not None:
+                row["pixel"] = metrics.pixel_metrics(pixel[pixel_methods[:, None] & comp_sel[None, :]].sum(0))
+            rows[name] = row
+        out[scope] = rows
+    return out
+
+
+class EvalResult:
+    """Metrics of one evaluation with the protocol that produced them.
+
+    Attributes:
+      metrics: ``{scope: {method: {"frame"|"video"|"pixel": {name: value}}}}`` from
+        ``summarize`` above; undefined values are None.
+      protocol: how the numbers were made (split, threshold, aggregation, image size, ...).
+      throughput: frames, seconds, compile_seconds, input_wait_seconds, frames_per_second.
+      sums: the int64 counts the metrics came from (``frame``, ``hist``, ``pixel``); they
+        add across evaluations of disjoint data. Not written to JSON.
+    """
+
+    def __init__(self, metrics_: dict, protocol: dict, throughput: dict, sums: dict | None = None):
+        self.metrics = metrics_
+        self.protocol = protocol
+        self.throughput = throughput
+        self.sums = sums
+
+    @property
+    def best_threshold(self) -> float | None:
+        """The frame threshold with the best overall accuracy on this split (calibrate with
+        the validation split's value, then pass it as ``calibrated_threshold`` on test)."""
+        return self.metrics.get("all", {}).get("all", {}).get("frame", {}).get("best_threshold")
+
+    def scalars(self) -> dict[str, float]:
+        """Flat defined metrics for metric writers and best-checkpoint keeping.
+
+        Overall metrics are ``frame/auc``, ``pixel/iou_fake``, ``video/accuracy``...; every
+        breakdown row is ``<scope>/<method>/<block>/<name>`` (e.g. ``c23/Deepfakes/frame/auc``).
+        """
+        out = {}
+        for scope, rows in self.metrics.items():
+            for method, blocks in rows.items():
+                prefix = "" if scope == method == "all" else f"{scope}/{method}/"
+                for block, values in blocks.items():
+                    for name, value in values.items():
+                        if value is not None:
+                            out[f"{prefix}{block}/{name}"] = float(value)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"protocol": self.protocol, "throughput": self.throughput, "metrics": self.metrics}
+
+    def to_json(self, path) -> Path:
+        """Writes the result as standard JSON (undefined metrics are null)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        return path
+
+    def to_markdown(self) -> str:
+        """The protocol, then one table row per (scope, method)."""
+        return _markdown(self.to_dict())
+
+
+def write_report(result: EvalResult, workdir, split: str, protocol: Mapping[str, Any] | None = None):
+    """Writes ``eval_<split>.json`` and ``eval_<split>.md`` to the workdir and prints the table.
+
+    Args:
+      result: from ``Evaluator.evaluate``.
+      workdir: output folder (created).
+      split: the split evaluated (``val``, ``test``...).
+      protocol: protocol fields to add; with the result's own they must name
+        ``frames_per_video``, ``crop_scale`` and ``checkpoint_step`` (None when unknown).
+
+    Returns:
+      (json_path, md_path). Only process 0 writes and prints.
+    """
+    merged = {"split": split, **result.protocol, **dict(protocol or {})}
+    merged["split"] = split
+    missing = [k for k in REQUIRED_PROTOCOL_KEYS if k not in merged]
+    if missing:
+        raise ValueError(
+            f"The evaluation protocol lacks {missing}: pass them to write_report(protocol=...) "
+            "or Evaluator.evaluate(protocol=...), None where unknown."
+        )
+    report = EvalResult(result.metrics, merged, result.throughput, result.sums)
+    workdir = Path(workdir)
+    json_path, md_path = workdir / f"eval_{split}.json", workdir / f"eval_{split}.md"
+    if jax.process_index() == 0:
+        report.to_json(json_path)
+        table = report.to_markdown()
+        md_path.write_text(table)
+        print(table, flush=True)
+    return json_path, md_path
+
+
+def _fmt(value, percent: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+    return str(value)
+
+
+# (header, block, key, as percent); AUC/EER/AP/accuracies in percent, thresholds as is.
+_COLUMNS = (
+    ("Acc", "frame", "accuracy", True),
+    ("Acc@cal", "frame", "accuracy_calibrated", True),
+    ("AUC", "frame", "auc", True),
+    ("EER", "frame", "eer", True),
+    ("AP", "frame", "ap", True),
+    ("Best t", "frame", "best_threshold", False),
+    ("Video Acc", "video", "accuracy", True),
+    ("Video Acc@cal", "video", "accuracy_calibrated", True),
+    ("Video AUC", "video", "auc", True),
+    ("IoU", "pixel", "iou_fake", True),
+    ("mIoU", "pixel", "iou_mean", True),
+    ("F1", "pixel", "f1_fake", True),
+    ("Prec", "pixel", "precision_fake", True),
+    ("Rec", "pixel", "recall_fake", True),
+    ("Pix Acc", "pixel", "pixel_accuracy", True),
+)
+
+
+def _markdown(result: Mapping[str, Any]) -> str:
+    protocol, speed, table = result["protocol"], result["throughput"], result["metrics"]
+    rows = [(scope, method, blocks) for scope, by_method in table.items() for method, blocks in by_method.items()]
+    # A column is shown when some row has it (no pixel columns for classifiers, no
+    # calibrated accuracy without a calibrated threshold).
+    columns = [c for c in _COLUMNS if any(c[2] in blocks.get(c[1], {}) for _, _, blocks in rows)]
+    lines = [f"# Evaluation: {protocol.get('split', '?')}", "", "| Protocol | Value |", "|---|---|"]
+    lines += [f"| {k} | {v if isinstance(v, str) else json.dumps(v)} |" for k, v in protocol.items()]
+    lines += [
+        "",
+        f"{speed['frames']} frames in {speed['seconds']:.1f} s: {speed['frames_per_second']:.1f} "
+        f"frames/s after {speed['compile_seconds']:.1f} s of compilation "
+        f"({speed['input_wait_seconds']:.1f} s waiting for input).",
+        "",
+        "Metrics in %, thresholds (Best t) as probabilities. A method's row pits its fakes "
+        "against all originals of the scope; its pixel metrics cover only its own frames.",
+        "",
+        "| Scope | Method | Frames real/fake | Videos real/fake | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(columns),
+    ]
+    for scope, method, blocks in rows:
+        frame, video = blocks["frame"], blocks.get("video", {})
+        cells = [scope, method, f"{frame['num_real']}/{frame['num_fake']}"]
+        cells.append(f"{video['num_real']}/{video['num_fake']}" if video else "n/a")
+        cells += [_fmt(blocks.get(block, {}).get(key), pct) for _, block, key, pct in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

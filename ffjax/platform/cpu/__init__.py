@@ -1,0 +1,1 @@
+"""XLA:CPU speed work: operation formulations, native kernels, compile options, malloc settings."""

@@ -1,0 +1,371 @@
+"""Tests of the FF++ TFDS builder on generated trees: records, splits, alignment, bad input."""
+
+import json
+import pathlib
+import shutil
+
+import cv2
+import grain
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from ffjax import testing
+from ffjax import build_data
+from ffjax.data import crops, ffpp, store, video
+from tfds_builders.faceforensics import faceforensics_dataset_builder as ff_builder
+
+FRAMES, SIZE, NUM_FRAMES = 4, 64, 12
+KEYS = {
+    "image", "mask", "label", "method", "compression", "video_id", "frame_index", "face_box",
+    "crop_box", "mask_source",
+}
+
+
+def _records(builder) -> dict[str, dict[tuple[str, int], dict]]:
+    """split -> {(video_id, frame_index): record} with strings decoded."""
+    out = {}
+    for split in builder.info.splits:
+        records = {}
+        for record in builder.as_data_source(split):
+            record = {k: v.decode() if isinstance(v, bytes) else v for k, v in record.items()}
+            records[(record["video_id"], int(record["frame_index"]))] = record
+        out[split] = records
+    return out
+
+
+def _manifest(builder, split) -> dict:
+    return json.loads((pathlib.Path(builder.data_dir) / f"manifest_{split}.json").read_text())
+
+
+def _iou(a, b) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _truth_in_crop(tree, record, t) -> np.ndarray:
+    """The generator's mask region of frame t, cut with the record's (clamped) crop window."""
+    method, name = record["method"], record["video_id"].split("/")[-1]
+    track = tree.mask_regions.get((method, name)) or tree.regions[(method, name)]
+    width, height = tree.frame_size
+    window = crops.clamp_window(tuple(int(v) for v in record["crop_box"]), height, width)
+    region = crops.cut_window(track.frame(t).astype(np.uint8), window)
+    return cv2.resize(region, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return testing.make_ffpp_tree(
+        tmp_path_factory.mktemp("ffpp"), pairs=testing.official_pairs(2, 1, 1),
+        methods=testing.METHODS, num_frames=NUM_FRAMES, frame_size=(128, 96),
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tree, tmp_path_factory):
+    builder = build_data.build_dataset(
+        tree.root, tmp_path_factory.mktemp("tfds"), frames_per_video=FRAMES, image_size=SIZE,
+        methods=testing.METHODS, num_workers=0, verbose=False,
+    )
+    return builder, _records(builder)
+
+
+def test_records_follow_the_contract(built):
+    builder, records = built
+    assert builder.builder_config.name == "c23_DF-F2F-FS-NT-FSh_frames4_size64"
+    sources = {}
+    for record in (r for split in records.values() for r in split.values()):
+        assert set(record) == KEYS
+        assert record["image"].shape == (SIZE, SIZE, 3) and record["image"].dtype == np.uint8
+        assert record["mask"].shape == (SIZE, SIZE) and set(np.unique(record["mask"])) <= {0, 1}
+        is_fake = record["method"] != ffpp.ORIGINAL
+        assert record["label"] == int(is_fake) and record["compression"] == "c23"
+        assert record["video_id"].startswith(f"{record['method']}/c23/")
+        x0, y0, x1, y1 = record["face_box"]
+        cx0, cy0, cx1, cy1 = record["crop_box"]
+        assert cx1 - cx0 == cy1 - cy0 == int(np.floor(1.3 * max(x1 - x0, y1 - y0) + 0.5))
+        if not is_fake:
+            assert record["mask"].sum() == 0
+        sources.setdefault(record["method"], set()).add(record["mask_source"])
+    assert sources == {
+        "original": {"none"}, "Deepfakes": {"shipped"}, "Face2Face": {"shipped"},
+        "FaceSwap": {"shipped"}, "NeuralTextures": {"shipped"}, "FaceShifter": {"derived"},
+    }
+
+
+def test_every_pair_lands_whole_in_its_official_split(tree, built):
+    _, records = built
+    indices = set(video.sample_frame_indices(NUM_FRAMES, FRAMES).tolist())
+    for split, pairs in tree.split_pairs.items():
+        videos = {vid for vid, _ in records[split]}
+        expected = set()
+        for a, b in pairs:
+            expected |= {f"original/c23/{a}", f"original/c23/{b}"}
+            expected |= {f"{m}/c23/{n}" for m in testing.METHODS for n in (f"{a}_{b}", f"{b}_{a}")}
+        assert videos == expected, split
+        for vid in videos:
+            assert {f for v, f in records[split] if v == vid} == indices
+    # The official split files name far more than the tree holds: counted, not an error.
+    manifest = _manifest(built[0], "train")
+    assert manifest["videos_named"]["original"] == 720
+    assert manifest["videos_found"]["original"] == 4
+    assert len(manifest["skipped"]["video_missing"]) == 3600 + 720 - 4 * 6
+
+
+def test_original_and_fakes_share_frames_and_one_face_box(tree, built):
+    _, records = built
+    source_of = {a: b for a, b in tree.pairs} | {b: a for a, b in tree.pairs}
+    boxes = {}
+    for (vid, frame), record in records["train"].items():
+        target = ffpp.target_of(record["method"], vid.split("/")[-1])
+        boxes.setdefault((target, frame), set()).add(tuple(record["face_box"].tolist()))
+    for (target, frame), found in boxes.items():
+        assert len(found) == 1, (target, frame, found)
+        # The canonical box is Face2Face's mask box (a face region), not the Deepfakes rectangle.
+        truth = tree.mask_regions[("Face2Face", f"{target}_{source_of[target]}")].bounding_box(frame)
+        assert np.abs(np.subtract(found.pop(), truth)).max() <= 1
+
+
+def test_masks_match_their_own_frame_not_the_neighbours(tree, built):
+    _, records = built
+    derived = []
+    for record in records["train"].values():
+        if record["method"] == ffpp.ORIGINAL:
+            continue
+        frame = int(record["frame_index"])
+        own = _iou(record["mask"], _truth_in_crop(tree, record, frame))
+        neighbours = [_iou(record["mask"], _truth_in_crop(tree, record, t)) for t in (frame - 1, frame + 1)]
+        if record["mask_source"] == "shipped":
+            assert own > 0.97 and max(neighbours) < own - 0.05, (record["video_id"], frame)
+        else:
+            derived.append((own, max(neighbours)))
+    derived = np.array(derived)
+    # Derived (FaceShifter) masks come from lossy video differences: close, not exact.
+    assert derived[:, 0].mean() > 0.85 and (derived[:, 0] > derived[:, 1]).all()
+
+
+def test_reads_back_from_files_with_data_source_and_grain(built):
+    builder, records = built
+    data_dir = builder.data_dir_root
+    name = builder.builder_config.name
+    loaded = store.load_builder(data_dir, name)
+    source = loaded.as_data_source("val")
+    assert len(source) == len(records["val"])
+    by_name = tfds.data_source(f"faceforensics/{name}", data_dir=data_dir, split="val")
+    assert len(by_name) == len(source)
+    batches = list(grain.MapDataset.source(source).batch(8))
+    assert sum(len(b["label"]) for b in batches) == len(source)
+    assert batches[0]["image"].shape == (8, SIZE, SIZE, 3) and batches[0]["mask"].shape == (8, SIZE, SIZE)
+    with pytest.raises(FileNotFoundError, match="c40"):
+        store.load_builder(data_dir, "c40")
+
+
+def test_two_worker_build_gives_identical_records(tree, built, tmp_path):
+    builder, records = built
+    again = build_data.build_dataset(
+        tree.root, tmp_path, frames_per_video=FRAMES, image_size=SIZE, methods=testing.METHODS,
+        num_workers=2, verbose=False,
+    )
+    for split in records:
+        first, second = builder.as_data_source(split), again.as_data_source(split)
+        assert len(first) == len(second)
+        for i in range(len(first)):  # same records in the same (key-hash) order
+            a, b = first[i], second[i]
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{split}[{i}].{key}")
+        m1, m2 = _manifest(builder, split), _manifest(again, split)
+        assert (m1.pop("timing")["num_workers"], m2.pop("timing")["num_workers"]) == (0, 2)
+        assert m1 == m2
+
+
+def test_root_and_compression_errors_are_explained(tree, tmp_path):
+    with pytest.raises(ffpp.LayoutError, match="is it the FF\\+\\+ root"):
+        build_data.build_dataset(tmp_path, tmp_path / "out", num_workers=0)
+    with pytest.raises(ffpp.LayoutError, match="no video named by the splits was found"):
+        build_data.build_dataset(tree.root, tmp_path / "out", compression="c40", num_workers=0)
+    with pytest.raises(ValueError, match="frames_per_vid"):
+        build_data.build_dataset(tree.root, tmp_path / "out", frames_per_vid=3)
+
+
+def test_cli_builds_and_prints_the_summary(tree, tmp_path, capsys):
+    assert build_data.main([
+        "--manual_dir", str(tree.root), "--data_dir", str(tmp_path), "--methods", "Face2Face",
+        "--frames_per_video", "2", "--image_size", "32", "--num_workers", "0",
+    ]) == 0
+    out = capsys.readouterr().out
+    assert "train: videos named 1440, found 8" in out
+    assert "frames/s" in out and "c23_F2F_frames2_size32" in out
+    assert len(store.load_builder(tmp_path, "c23_F2F_frames2_size32").as_data_source("test")) == 8
+
+
+def _mask_file(tree, method, name):
+    return tree.root / "manipulated_sequences" / method / "masks" / "videos" / f"{name}.mp4"
+
+
+def _rewrite_mask(path, fn):
+    frames = testing.read_video(path)
+    testing.write_video(path, fn(frames))
+
+
+@pytest.fixture(scope="module")
+def bad_build(tmp_path_factory):
+    """A tree broken in every way the builder must survive, built once."""
+    tree = testing.make_ffpp_tree(
+        tmp_path_factory.mktemp("bad"), pairs=testing.official_pairs(2, 1, 0),
+        num_frames=NUM_FRAMES, frame_size=(128, 96),
+    )
+    (a0, b0), (a1, b1) = tree.split_pairs["train"]
+    (c, d), = tree.split_pairs["val"]
+    broken = {
+        "empty": tree.video("Deepfakes", "c23", f"{a0}_{b0}").path,
+        "garbage": tree.video("FaceSwap", "c23", f"{a0}_{b0}").path,
+        "truncated": tree.video(ffpp.ORIGINAL, "c23", b0).path,
+        "short_mask": _mask_file(tree, "Face2Face", f"{a1}_{b1}"),
+        "inverted_mask": _mask_file(tree, "Deepfakes", f"{a1}_{b1}"),
+        "blank_mask": _mask_file(tree, "Face2Face", f"{b1}_{a1}"),
+        "no_mask": _mask_file(tree, "FaceSwap", f"{b1}_{a1}"),
+    }
+    testing.corrupt_file(broken["empty"], "empty")
+    testing.corrupt_file(broken["garbage"], "garbage")
+    testing.corrupt_file(broken["truncated"], "truncated", keep_fraction=0.3)
+    testing.truncate_mask_video(broken["short_mask"], 6)  # sampled frames are 1, 4, 7, 10
+    _rewrite_mask(broken["inverted_mask"], lambda f: 255 - f)
+    _rewrite_mask(broken["blank_mask"], np.zeros_like)
+    broken["no_mask"].unlink()
+    shutil.rmtree(_mask_file(tree, "NeuralTextures", "x").parent.parent)  # whole masks folder
+    lone_original = c  # every fake of target c removed: nothing but a detector can box it
+    for method in tree.methods:
+        tree.video(method, "c23", f"{c}_{d}").path.unlink()
+    with pytest.raises(ffpp.LayoutError, match="NeuralTextures/masks/videos is missing"):
+        build_data.build_dataset(tree.root, tmp_path_factory.mktemp("x"), mask_mode="shipped", num_workers=0)
+    builder = build_data.build_dataset(
+        tree.root, tmp_path_factory.mktemp("tfds_bad"), frames_per_video=FRAMES, image_size=SIZE,
+        num_workers=0, verbose=False,
+    )
+    return tree, builder, broken, lone_original
+
+
+def test_bad_inputs_are_skipped_counted_and_named(bad_build):
+    tree, builder, broken, lone = bad_build
+    train, val = _manifest(builder, "train"), _manifest(builder, "val")
+    skipped = train["skipped"]
+    assert str(broken["empty"]) in skipped["video_unreadable"]
+    assert str(broken["garbage"]) in skipped["video_unreadable"]
+    truncated = str(broken["truncated"])
+    assert truncated in skipped["video_unreadable"] or any(
+        e.startswith(truncated + "@") for e in skipped.get("frame_unreadable", [])
+    )
+    # Frames past the end of the short mask video are dropped, never given another's mask.
+    assert skipped["mask_frame_missing"] == [f"{broken['short_mask']}@7", f"{broken['short_mask']}@10"]
+    assert skipped["mask_inverted_or_all_on"] == [f"{broken['inverted_mask']}@{f}" for f in (1, 4, 7, 10)]
+    assert skipped["mask_empty"] == [f"{broken['blank_mask']}@{f}" for f in (1, 4, 7, 10)]
+    # Val names fakes of c that are gone: counted by split, not an error.
+    assert val["videos_named"]["Face2Face"] == 140 and val["videos_found"]["Face2Face"] == 1
+    # A target with no fake: dlib finds the face, or every frame is skipped and counted.
+    lone_id = f"original/c23/{lone}"
+    lone_path = str(tree.video(ffpp.ORIGINAL, "c23", lone).path)
+    no_box = [e for e in val["skipped"].get("no_face_box", []) if e.startswith(lone_path + "@")]
+    assert len(val["kept"].get(lone_id, [])) + len(no_box) == FRAMES
+    assert val["box_sources"].get("detector", 0) == len(val["kept"].get(lone_id, []))
+    # The test split has no video on disk: left out of the dataset, the build still succeeds.
+    assert set(builder.info.splits) == {"train", "val"}
+
+
+def test_masks_fall_back_to_derived_where_none_is_shipped(bad_build):
+    tree, builder, broken, _ = bad_build
+    records = _records(builder)["train"]
+    short = broken["short_mask"].stem
+    assert sorted(f for (v, f) in records if v == f"Face2Face/c23/{short}") == [1, 4]
+    for (vid, frame), record in records.items():
+        method, name = record["method"], vid.split("/")[-1]
+        if method == "NeuralTextures" or (method == "FaceSwap" and name == broken["no_mask"].stem):
+            assert record["mask_source"] == "derived", vid
+        elif method != ffpp.ORIGINAL:
+            assert record["mask_source"] == "shipped", vid
+            if name == short:
+                assert _iou(record["mask"], _truth_in_crop(tree, record, frame)) > 0.97
+
+
+def test_no_found_video_frame_is_silently_dropped(bad_build):
+    tree, builder, _, _ = bad_build
+    for split in ("train", "val"):
+        manifest = _manifest(builder, split)
+        file_level = {e for entries in manifest["skipped"].values() for e in entries if "@" not in e}
+        frame_level = {}
+        for entries in manifest["skipped"].values():
+            for entry in (e for e in entries if "@" in e):
+                path, frame = entry.rsplit("@", 1)
+                frame_level.setdefault(path, set()).add(int(frame))
+        for v in tree.videos:
+            if v.split != split or not v.path.is_file():
+                continue
+            vid = f"{v.method}/c23/{v.name}"
+            if str(v.path) in file_level or (v.mask_path and str(v.mask_path) in file_level):
+                assert vid not in manifest["kept"]
+                continue
+            frames = set(manifest["kept"].get(vid, []))
+            frames |= frame_level.get(str(v.path), set())
+            frames |= frame_level.get(str(v.mask_path), set())
+            assert len(frames) == FRAMES, (vid, frames)
+
+
+def test_target_without_fakes_is_boxed_by_the_face_detector(tmp_path):
+    astronaut = testing.default_real_subjects()[0]
+    pair = testing.official_pairs(0, 1, 0)
+    tree = testing.make_ffpp_tree(
+        tmp_path / "ffpp", pairs=pair, methods=("Face2Face",), num_frames=6,
+        frame_size=(320, 240), subjects=[astronaut],
+    )
+    (a, b), = tree.split_pairs["val"]
+    tree.video("Face2Face", "c23", f"{a}_{b}").path.unlink()
+    builder = build_data.build_dataset(
+        tree.root, tmp_path / "tfds", methods=("Face2Face",), frames_per_video=2, image_size=32,
+        num_workers=0, verbose=False,
+    )
+    manifest = _manifest(builder, "val")
+    assert manifest["box_sources"] == {"detector": 2, "Face2Face": 4}
+    for (vid, frame), record in _records(builder)["val"].items():
+        if vid == f"original/c23/{a}":
+            x0, y0, x1, y1 = record["face_box"]
+            t0, u0, t1, u1 = tree.face_box(a, frame)
+            inter = max(0, min(x1, t1) - max(x0, t0)) * max(0, min(y1, u1) - max(y0, u0))
+            union = (x1 - x0) * (y1 - y0) + (t1 - t0) * (u1 - u0) - inter
+            assert inter / union > 0.4, (record["face_box"], tree.face_box(a, frame))
+
+
+def test_deepfakedetection_groups_by_actor_and_scene(tree, tmp_path):
+    # DFD is not generated: lay out one original and one fake copied from the FF++ tree.
+    a, b = tree.split_pairs["train"][0]
+    root = tmp_path / "dfd"
+    actors = root / "original_sequences/actors/c23/videos"
+    fakes = root / "manipulated_sequences/DeepFakeDetection/c23/videos"
+    masks = root / "manipulated_sequences/DeepFakeDetection/masks/videos"
+    for folder in (actors, fakes, masks):
+        folder.mkdir(parents=True)
+    shutil.copy(tree.video(ffpp.ORIGINAL, "c23", a).path, actors / "01__walking.mp4")
+    shutil.copy(tree.video("Face2Face", "c23", f"{a}_{b}").path, fakes / "01_02__walking__AB12CD.mp4")
+    shutil.copy(_mask_file(tree, "Face2Face", f"{a}_{b}"), masks / "01_02__walking__AB12CD.mp4")
+    shutil.copy(tree.video(ffpp.ORIGINAL, "c23", a).path, fakes / "not_a_dfd_name.mp4")
+    builder = build_data.build_dataset(
+        root, tmp_path / "tfds", methods=("DeepFakeDetection",), frames_per_video=2,
+        image_size=32, num_workers=0, verbose=False,
+    )
+    assert ffpp.dfd_split_of("01__walking") == "train"  # a fixed hash of the actor id
+    assert set(builder.info.splits) == {"train"}
+    records = _records(builder)["train"]
+    assert {v for v, _ in records} == {
+        "original/c23/01__walking", "DeepFakeDetection/c23/01_02__walking__AB12CD",
+    }
+    assert {r["mask_source"] for r in records.values()} == {"none", "shipped"}
+    skipped = _manifest(builder, "train")["skipped"]
+    assert skipped["unrecognised_video_name"] == [str(fakes / "not_a_dfd_name.mp4")]
+
+
+def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="ffjax build-data: .*is it the FF\\+\\+ root"):
+        build_data.run(["ffjax build-data", "--manual_dir", str(tmp_path), "--data_dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        build_data.run(["ffjax build-data", "--manual_dir", str(tmp_path), "--data_dir", str(tmp_path),
+                   "--mask_mode", "sometimes"])
+    assert "ffjax build-data: error: argument --mask_mode" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+"""The breakdown (ffjax.eval_report.summarize) and the report files, against scikit-learn."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from ffjax.evaluation import metrics
+from ffjax.evaluation.report import EvalResult, summarize, write_report
+
+NAMES, COMPS = ("original", "Deepfakes", "Face2Face"), ("raw", "c23")
+BINS = 1000
+
+
+def _frames(n=400, seed=5, size=6):
+    rng = np.random.default_rng(seed)
+    method = rng.integers(0, 3, n)
+    label = (method > 0).astype(int)
+    return dict(
+        method=method,
+        comp=rng.integers(0, 2, n),
+        label=label,
+        score=np.clip(rng.beta(2, 3, n) + 0.25 * label, 0, 1),
+        video=np.array([f"{i % 7:03d}" for i in range(n)]),  # names shared across methods
+        pred=rng.random((n, size, size)) < 0.4,
+        mask=(rng.random((n, size, size)) < 0.4) & (label[:, None, None] == 1),
+    )
+
+
+def _numpy_sums(f):
+    """The counts batch_sums makes, built here with plain numpy loops."""
+    sums = {"frame": np.zeros((3, 2, 4), np.int64), "pixel": np.zeros((3, 2, 4), np.int64)}
+    sums["hist"] = np.zeros((3, 2, 2, BINS), np.int64)
+    for i in range(len(f["label"])):
+        m, c, lab = f["method"][i], f["comp"][i], f["label"][i]
+        pred, fake = f["score"][i] >= 0.5, lab == 1
+        sums["frame"][m, c] += [pred and fake, pred and not fake, fake and not pred, not (pred or fake)]
+        p, t = f["pred"][i], f["mask"][i]
+        sums["pixel"][m, c] += [np.sum(p & t), np.sum(p & ~t), np.sum(~p & t), np.sum(~p & ~t)]
+        sums["hist"][m, c, lab, min(int(f["score"][i] * BINS), BINS - 1)] += 1
+    return sums
+
+
+def _videos(f):
+    videos = metrics.VideoScores()
+    n = len(f["label"])
+    videos.add(f["video"], f["method"], f["comp"], f["label"], f["score"], np.ones(n, bool))
+    return videos
+
+
+@pytest.fixture(scope="module")
+def table():
+    f = _frames()
+    out = summarize(_numpy_sums(f), _videos(f), method_names=NAMES, compression_names=COMPS,
+                    threshold=0.5, num_bins=BINS)
+    return f, out
+
+
+def test_breakdowns_follow_the_benchmark_convention(table):
+    f, out = table
+    m, c = f["method"], f["comp"]
+    every = np.ones_like(m, bool)
+    cases = {
+        ("all", "all"): (every, every),
+        ("all", "Deepfakes"): ((m == 1) | (m == 0), m == 1),  # fakes vs ALL originals
+        ("c23", "Face2Face"): ((c == 1) & ((m == 2) | (m == 0)), (c == 1) & (m == 2)),
+        ("raw", "all"): (c == 0, c == 0),
+    }
+    for (scope, method), (frames, pixels) in cases.items():
+        row, lab, s = out[scope][method], f["label"][frames], f["score"][frames]
+        assert row["frame"]["accuracy"] == pytest.approx(skm.accuracy_score(lab, s >= 0.5), abs=1e-12)
+        assert row["frame"]["num_fake"] == lab.sum() and row["frame"]["num_real"] == (lab == 0).sum()
+        assert abs(row["frame"]["auc"] - skm.roc_auc_score(lab, s)) < 1e-3
+        t, p = f["mask"][pixels].ravel(), f["pred"][pixels].ravel()
+        assert row["pixel"]["iou_fake"] == pytest.approx(skm.jaccard_score(t, p), abs=1e-12)
+        assert row["pixel"]["iou_mean"] == pytest.approx(skm.jaccard_score(t, p, average="macro"), abs=1e-12)
+        keys = sorted(set(zip(m[frames], c[frames], f["video"][frames])))
+        sel = [(m == k[0]) & (c == k[1]) & (f["video"] == k[2]) for k in keys]
+        v_lab = np.array([f["label"][s_][0] for s_ in sel])
+        v_score = np.array([f["score"][s_].mean() for s_ in sel])
+        assert row["video"]["num_real"] + row["video"]["num_fake"] == len(keys)
+        assert row["video"]["auc"] == pytest.approx(skm.roc_auc_score(v_lab, v_score), abs=1e-12)
+        assert row["video"]["accuracy"] == pytest.approx(skm.accuracy_score(v_lab, v_score >= 0.5))
+    # Originals alone: their false positive pixels show, AUC is undefined (one class).
+    original = out["all"]["original"]
+    assert original["frame"]["auc"] is None and original["video"]["auc"] is None
+    assert original["pixel"]["iou_fake"] == 0.0 and original["pixel"]["iou_mean"] is not None
+
+
+def test_empty_groups_are_left_out():
+    f = _frames(n=60)
+    keep = f["comp"] == 1
+    out = summarize(_numpy_sums({k: v[keep] for k, v in f.items()}), None, method_names=NAMES,
+                    compression_names=COMPS, threshold=0.5, num_bins=BINS)
+    assert set(out) == {"all", "c23"}
+    assert "video" not in out["all"]["all"]
+    with pytest.raises(ValueError, match="'original'"):
+        summarize(_numpy_sums(f), None, method_names=NAMES[::-1], compression_names=COMPS,
+                  threshold=0.5, num_bins=BINS)
+
+
+def test_report_files_console_and_scalars(table, tmp_path, capsys):
+    _, out = table
+    speed = {"frames": 400, "seconds": 2.0, "compile_seconds": 1.0, "input_wait_seconds": 0.1,
+             "frames_per_second": 400.0}
+    result = EvalResult(out, {"task": "segmentation", "threshold": 0.5}, speed)
+    with pytest.raises(ValueError, match="crop_scale"):
+        write_report(result, tmp_path, "val", {"frames_per_video": 8, "checkpoint_step": 3})
+    protocol = {"frames_per_video": 8, "crop_scale": 1.3, "checkpoint_step": None}
+    json_path, md_path = write_report(result, tmp_path, "test", protocol)
+    saved = json.loads(json_path.read_text())
+    assert saved["protocol"]["split"] == "test" and saved["protocol"]["crop_scale"] == 1.3
+    assert saved["metrics"]["all"]["original"]["frame"]["auc"] is None  # undefined -> null
+    text = md_path.read_text()
+    assert "| all | Deepfakes |" in text and "| frames_per_video | 8 |" in text
+    assert "| c23 | Face2Face |" in text and "Acc@cal" not in text
+    assert text in capsys.readouterr().out
+    scalars = result.scalars()
+    assert scalars["frame/auc"] == out["all"]["all"]["frame"]["auc"]
+    assert scalars["c23/Deepfakes/pixel/iou_fake"] == out["c23"]["Deepfakes"]["pixel"]["iou_fake"]
+    assert "original/frame/auc" not in " ".join(scalars)  # None values are dropped
