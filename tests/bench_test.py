@@ -9,7 +9,6 @@ import sys
 import jax
 import pytest
 
-from ffjax import bench
 from ffjax.bench import cli, profile, report, suites
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -203,7 +203,7 @@ def test_switched_off_by_env(monkeypatch):
     assert selection.select_cpu_ops("auto", jax.devices()) == "xla"
     with pytest.raises(ValueError, match="native.*FFJAX_CPU_KERNELS"):
         selection.select_cpu_ops("native", jax.devices())
-    x, k = jnp.ones((2, 32, 32, 8)), jnp.ones((3, 3, 8, 8))
+    x = jnp.ones((2, 32, 32, 8))
     with pytest.raises(RuntimeError, match="not available"):
         cpu_kernels.conv_kernel_grad(x, jnp.ones((2, 32, 32, 8)), (3, 3), (1, 1), (1, 1))
 

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from ffjax import checkpoints, inference, optim, sharding, train
+from ffjax import checkpoints, inference, optim, sharding
 from ffjax.inference import media, overlay, predict
 from ffjax.state import create_train_state
 from ffjax.data import crops
