@@ -362,6 +362,45 @@ def test_deepfakedetection_groups_by_actor_and_scene(tree, tmp_path):
     assert skipped["unrecognised_video_name"] == [str(fakes / "not_a_dfd_name.mp4")]
 
 
+def test_deepfakedetection_fakes_never_straddle_splits(tree, tmp_path):
+    """A DFD fake shows the target actor's scene and the source actor's face: it is kept only
+    in the split of both actors, and counted when they are in different splits."""
+    by_split = {}
+    for n in range(1, 100):
+        by_split.setdefault(ffpp.dfd_actor_split(f"{n:02d}"), []).append(f"{n:02d}")
+    t1, t2 = by_split["train"][:2]
+    v1, v2 = by_split["val"][:2]
+    (s1,) = by_split["test"][:1]
+    a, b = tree.split_pairs["train"][0]
+    root = tmp_path / "dfd"
+    actors = root / "original_sequences/actors/c23/videos"
+    fakes = root / "manipulated_sequences/DeepFakeDetection/c23/videos"
+    masks = root / "manipulated_sequences/DeepFakeDetection/masks/videos"
+    for folder in (actors, fakes, masks):
+        folder.mkdir(parents=True)
+    for actor in (t1, v1):
+        shutil.copy(tree.video(ffpp.ORIGINAL, "c23", a).path, actors / f"{actor}__walking.mp4")
+    kept = [f"{t1}_{t2}__walking__AB12CD",   # both actors in train
+            f"{v1}_{v2}__walking__BC23DE"]   # both in val
+    leaks = [f"{t1}_{s1}__walking__CD34EF",  # a test actor's face in a train fake
+             f"{v1}_{t2}__walking__EF56GH"]  # a train actor's face in a val fake
+    for name in [*kept, *leaks]:
+        shutil.copy(tree.video("Face2Face", "c23", f"{a}_{b}").path, fakes / f"{name}.mp4")
+        shutil.copy(_mask_file(tree, "Face2Face", f"{a}_{b}"), masks / f"{name}.mp4")
+    assert [ffpp.dfd_fake_split(n) for n in kept] == ["train", "val"]
+    assert all(ffpp.dfd_fake_split(n) is None for n in leaks)
+    builder = build_data.build_dataset(
+        root, tmp_path / "tfds", methods=("DeepFakeDetection",), frames_per_video=2,
+        image_size=32, num_workers=0, verbose=False,
+    )
+    records = _records(builder)
+    assert {v for v, _ in records["train"]} == {f"original/c23/{t1}__walking", f"DeepFakeDetection/c23/{kept[0]}"}
+    assert {v for v, _ in records["val"]} == {f"original/c23/{v1}__walking", f"DeepFakeDetection/c23/{kept[1]}"}
+    skipped_train = _manifest(builder, "train")["skipped"]["dfd_actors_in_two_splits"]
+    skipped_val = _manifest(builder, "val")["skipped"]["dfd_actors_in_two_splits"]
+    assert skipped_train == [str(fakes / f"{leaks[0]}.mp4")] and skipped_val == [str(fakes / f"{leaks[1]}.mp4")]
+
+
 def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit, match="ffjax build-data: .*is it the FF\\+\\+ root"):
         build_data.run(["ffjax build-data", "--manual_dir", str(tmp_path), "--data_dir", str(tmp_path)])

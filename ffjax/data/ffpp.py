@@ -35,7 +35,8 @@ _DFD_FAKE_NAME = re.compile(r"^(\d+)_(\d+)__(.+)__([^_].*)$")
 _DFD_ORIGINAL_NAME = re.compile(r"^(\d+)__(.+)$")
 # DeepFakeDetection has no official split: actors are assigned by a fixed hash with the same
 # 72/14/14 proportions as the official 360/70/70 pairs, so a given actor always lands in the
-# same split whatever subset of the data is on disk.
+# same split whatever subset of the data is on disk. A fake shows two actors (the target's
+# scene, the source's face): it belongs to a split only when both actors do.
 _DFD_SPLIT_PERCENT = (("train", 72), ("val", 86), ("test", 100))
 
 EXPECTED_LAYOUT = """\
@@ -228,13 +229,29 @@ def split_members(pairs) -> tuple[list[str], list[str]]:
     return originals, fakes
 
 
+def dfd_actor_split(actor: str) -> str:
+    """The split of a DeepFakeDetection actor id (`01`): a fixed hash, 72/14/14 %."""
+    bucket = zlib.crc32(actor.encode()) % 100
+    return next(split for split, upper in _DFD_SPLIT_PERCENT if bucket < upper)
+
+
 def dfd_split_of(target: str) -> str:
     """The split of a DeepFakeDetection target original (`01__walking_outside`) by actor."""
     match = _DFD_ORIGINAL_NAME.match(target)
     if not match:
         raise LayoutError(f"DeepFakeDetection original {target!r} is not named <actor>__<scene>.")
-    bucket = zlib.crc32(match.group(1).encode()) % 100
-    return next(split for split, upper in _DFD_SPLIT_PERCENT if bucket < upper)
+    return dfd_actor_split(match.group(1))
+
+
+def dfd_fake_split(name: str) -> str | None:
+    """The split of a DeepFakeDetection fake (`01_02__walking__AB12CD`): its actors' split
+    when the target (01) and the source (02) are in the same one, else None (the fake would
+    carry a face from another split's actor into this one)."""
+    match = _DFD_FAKE_NAME.match(name)
+    if not match:
+        raise LayoutError(f"DeepFakeDetection video {name!r} is not named <target>_<source>__<scene>__<id>.mp4.")
+    target, source = dfd_actor_split(match.group(1)), dfd_actor_split(match.group(2))
+    return target if target == source else None
 
 
 def check_root(root: str | Path) -> Path:

@@ -19,6 +19,8 @@ MASK_VIDEO_MISSING = "mask_video_missing"
 # A DeepFakeDetection file not named <target>_<source>__<scene>__<id>.mp4 has no split of its
 # own: it is reported with the train split rather than dropped silently.
 UNRECOGNISED_NAME = "unrecognised_video_name"
+# A DeepFakeDetection fake whose two actors fall in different splits (kept out of every split).
+DFD_ACTORS_IN_TWO_SPLITS = "dfd_actors_in_two_splits"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,15 +149,20 @@ def _plan_official(root, compression, methods, mask_sources, mask_mode, split_di
 
 def _plan_dfd(root, compression, masks, mask_mode, plans):
     # No official list: what is on disk is what is named, grouped by target and split by actor.
+    # A fake is kept only where both its actors are (target scene, source face): otherwise a
+    # test fake would show a training actor's face.
     fakes_by_target: dict[str, list] = {}
     folder = ffpp.method_dir(root, ffpp.DFD, compression)
     unrecognised = plans["train"].skipped.setdefault(UNRECOGNISED_NAME, [])
     for path in sorted(folder.glob("*.mp4")) if folder.is_dir() else []:
         try:
             target = ffpp.target_of(ffpp.DFD, path.stem)
-            ffpp.dfd_split_of(target)
+            split = ffpp.dfd_fake_split(path.stem)
         except ffpp.LayoutError:
             unrecognised.append(str(path))
+            continue
+        if split is None:
+            plans[ffpp.dfd_split_of(target)].skipped.setdefault(DFD_ACTORS_IN_TWO_SPLITS, []).append(str(path))
             continue
         fakes_by_target.setdefault(target, []).append(path.stem)
     actors = ffpp.originals_dir(root, compression, actors=True)
