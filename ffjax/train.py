@@ -133,15 +133,18 @@ class _Preempted:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _meta(config: Any, split: pipeline.Split, step: int) -> dict:
+def _meta(config: Any, split: pipeline.Split, step: int, validation: dict | None) -> dict:
     """What a checkpoint records beside the state: enough to rebuild the model and its input
-    crops (`dataset_build`: image_size, crop_scale...) without the dataset at hand."""
+    crops (`dataset_build`: image_size, crop_scale...) without the dataset at hand, and the
+    latest validation's decision threshold with its step (`validation`), which `ffjax eval`
+    applies on test as the calibrated threshold of this checkpoint."""
     return {
         "config": config.to_dict(),
         "data_fingerprint": split.fingerprint(),
         "dataset_build": split.build_settings,
         "step": int(step),
         "model": config.model,
+        "validation": validation,
     }
 
 
@@ -174,8 +177,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric, best_mode=config.best_mode
     )
     restored = ckpt.restore_latest(checkpoints.abstract_like(state), data_iter)
+    validation = None
     if restored is not None:
         state, meta = restored
+        validation = meta.get("validation")
         if meta.get("data_fingerprint") != fingerprint:
             logging.warning(
                 "Resuming from a checkpoint made on other data (fingerprint %s, now %s): the dataset was rebuilt.",
@@ -195,7 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         with _Preempted() as preempted:
             results = _train_loop(
-                config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step, preempted
+                config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step,
+                preempted, validation,
             )
     finally:
         # Also on an exception: the last good checkpoint must finish writing.
@@ -205,7 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step, preempted) -> dict:
+def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step, preempted,
+                validation) -> dict:
     """The step loop of `train_and_evaluate`: train, log, evaluate, checkpoint, stop on SIGTERM."""
     progress = writers.Progress(config.num_train_steps, config.batch_size, start_step)
     train_metrics = None
@@ -231,10 +238,11 @@ def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckp
             results = evaluator.evaluate_split((state.params, state.rest), config.dataset.eval_split, step=step, workdir=workdir)
             headline = evaluation.headline(results)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in headline.items()})
-            ckpt.save_best(step, state, headline, _meta(config, train_split, step))
+            validation = {"split": config.dataset.eval_split, "step": step, "best_threshold": results.best_threshold}
+            ckpt.save_best(step, state, headline, _meta(config, train_split, step, validation))
         if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
             _check_finite(*pending)
-            ckpt.save(step, state, data_iter, _meta(config, train_split, step))
+            ckpt.save(step, state, data_iter, _meta(config, train_split, step, validation))
         if preempted.flag:
             logging.warning("Stopped by SIGTERM at step %d; rerun the same command to resume.", step)
             break

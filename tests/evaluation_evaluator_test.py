@@ -119,7 +119,6 @@ def seg_run():
 def test_metrics_match_sklearn(seg_run):
     model, data, _, result = seg_run
     scores, pixels = _reference(model, data)
-    bins = np.floor(scores * np.float32(1000)).astype(int)  # the histogram's view of a score
     m, label, masks = data["method_id"], data["label"], data["mask"] > 0
     for method, sel_frames, sel_pixels in [
         ("all", np.ones_like(label, bool), np.ones_like(label, bool)),
@@ -129,12 +128,19 @@ def test_metrics_match_sklearn(seg_run):
         row = result.metrics["all"][method]
         lab, s = label[sel_frames], scores[sel_frames]
         assert row["frame"]["accuracy"] == pytest.approx(skm.accuracy_score(lab, s >= 0.5))
-        assert row["frame"]["auc"] == pytest.approx(skm.roc_auc_score(lab, bins[sel_frames]), abs=1e-12)
-        assert abs(row["frame"]["auc"] - skm.roc_auc_score(lab, s)) < 1e-2
-        assert row["frame"]["ap"] == pytest.approx(skm.average_precision_score(lab, bins[sel_frames]), abs=1e-12)
+        # Exact: every frame's score, not a histogram of them.
+        assert row["frame"]["auc"] == pytest.approx(skm.roc_auc_score(lab, s), abs=1e-12)
+        assert row["frame"]["ap"] == pytest.approx(skm.average_precision_score(lab, s), abs=1e-12)
         t, p = masks[sel_pixels].ravel(), pixels[sel_pixels].ravel()
         assert row["pixel"]["iou_fake"] == pytest.approx(skm.jaccard_score(t, p), abs=1e-12)
         assert row["pixel"]["f1_mean"] == pytest.approx(skm.f1_score(t, p, average="macro"), abs=1e-12)
+        # Per image: the mean over frames with manipulated pixels of each frame's own IoU/F1.
+        masked = [i for i in np.flatnonzero(sel_pixels) if masks[i].any()]
+        assert row["pixel"]["num_masked_images"] == len(masked) > 0
+        per_iou = [skm.jaccard_score(masks[i].ravel(), pixels[i].ravel(), zero_division=0) for i in masked]
+        per_f1 = [skm.f1_score(masks[i].ravel(), pixels[i].ravel(), zero_division=0) for i in masked]
+        assert row["pixel"]["iou_fake_per_image"] == pytest.approx(np.mean(per_iou), abs=1e-12)
+        assert row["pixel"]["f1_fake_per_image"] == pytest.approx(np.mean(per_f1), abs=1e-12)
         # Video level: mean frame score per (method, compression, name).
         keys = list(zip(m[sel_frames], data["compression_id"][sel_frames], data["video_id"][sel_frames]))
         uniq = sorted(set(keys))
@@ -183,12 +189,11 @@ def test_classifier_uses_the_same_code():
     row = val.metrics["all"]["all"]
     assert "pixel" not in row
     assert row["frame"]["accuracy"] == pytest.approx(skm.accuracy_score(data["label"], scores >= 0.5))
-    bins = np.floor(scores * np.float32(1000)).astype(int)
-    assert row["frame"]["auc"] == pytest.approx(skm.roc_auc_score(data["label"], bins), abs=1e-12)
-    # A threshold calibrated on "validation" is applied at bin resolution on "test".
+    assert row["frame"]["auc"] == pytest.approx(skm.roc_auc_score(data["label"], scores), abs=1e-12)
+    # A threshold calibrated on "validation" is applied exactly on "test".
     t = val.best_threshold
     test = _evaluator(model, _mesh(8)).evaluate(nnx.split(model)[1], _batches(data), calibrated_threshold=t)
-    expect = np.mean((bins >= round(t * 1000)) == data["label"])
+    expect = np.mean((scores >= t) == data["label"])
     assert test.metrics["all"]["all"]["frame"]["accuracy_calibrated"] == pytest.approx(expect)
     assert expect == pytest.approx(row["frame"]["accuracy_at_best"])
 

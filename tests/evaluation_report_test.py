@@ -1,4 +1,4 @@
-"""The breakdown (ffjax.eval_report.summarize) and the report files, against scikit-learn."""
+"""The breakdown (ffjax.evaluation.report.summarize) and the report files, against scikit-learn."""
 
 import json
 
@@ -120,3 +120,44 @@ def test_report_files_console_and_scalars(table, tmp_path, capsys):
     assert scalars["frame/auc"] == out["all"]["all"]["frame"]["auc"]
     assert scalars["c23/Deepfakes/pixel/iou_fake"] == out["c23"]["Deepfakes"]["pixel"]["iou_fake"]
     assert "original/frame/auc" not in " ".join(scalars)  # None values are dropped
+
+
+def test_frame_metrics_are_exact_on_saturated_scores():
+    """A confident segmentation model's top-1% scores crowd the top histogram bin, where reals
+    and fakes tie; with every frame's score the AUC, AP, EER and thresholds are exact."""
+    rng = np.random.default_rng(3)
+    n = 600
+    method = rng.integers(0, 3, n)
+    label = (method > 0).astype(int)
+    # Scores in [0.999, 1): one histogram bin; fakes rank higher on average inside it.
+    score = 0.999 + 0.000999 * np.clip(rng.beta(2, 3, n) + 0.3 * label, 0, 1)
+    f = dict(method=method, comp=np.zeros(n, int), label=label, score=score,
+             video=np.array([f"{i:04d}" for i in range(n)]), pred=np.zeros((n, 2, 2), bool),
+             mask=np.zeros((n, 2, 2), bool))
+    sums = _numpy_sums(f)
+    frames = metrics.FrameScores()
+    frames.add(f["method"], f["comp"], f["label"], f["score"], np.ones(n, bool))
+    kw = dict(method_names=NAMES, compression_names=COMPS, threshold=0.5, num_bins=BINS)
+    binned = summarize(sums, None, **kw)["all"]["all"]["frame"]
+    exact = summarize(sums, None, frames=frames, **kw)["all"]["all"]["frame"]
+    want = skm.roc_auc_score(label, score)
+    assert binned["auc"] == pytest.approx(0.5)  # every pair tied in one bin
+    assert want > 0.7 and exact["auc"] == pytest.approx(want, abs=1e-12)
+    assert exact["ap"] == pytest.approx(skm.average_precision_score(label, score), abs=1e-12)
+    fpr, tpr, _ = skm.roc_curve(label, score)
+    assert exact["eer"] == pytest.approx(fpr[np.argmin(np.abs(fpr + tpr - 1))], abs=0.02)
+    t = exact["best_threshold"]
+    assert 0.999 < t < 1.0 and exact["accuracy_at_best"] == pytest.approx(np.mean((score >= t) == label))
+
+
+def test_frame_scores_survive_the_multihost_json_round_trip():
+    frames = metrics.FrameScores()
+    s = np.array([0.1, 0.7, np.float32(0.3333333)], np.float32)
+    frames.add([0, 1, 2], [1, 1, 0], [0, 1, 1], s, [True, True, False], pixel_counts=np.arange(12).reshape(3, 4))
+    merged = metrics.FrameScores()
+    merged.merge_records(json.loads(json.dumps(frames.to_records())))
+    merged.merge_records([])
+    m, c, lab, score, pixel = merged.arrays()
+    assert m.tolist() == [0, 1] and c.tolist() == [1, 1] and lab.tolist() == [0, 1]
+    np.testing.assert_array_equal(score, s[:2].astype(np.float64))  # bit-exact
+    np.testing.assert_array_equal(pixel, [[0, 1, 2, 3], [4, 5, 6, 7]])

@@ -49,13 +49,21 @@ def test_train_and_evaluate_end_to_end(tiny_dataset, tmp_path):
     assert results  # the last evaluation's results came back
     assert any(name.endswith(".md") for name in os.listdir(workdir / "eval"))
 
-    # `ffjax eval` on the test split with the best checkpoint: the threshold picked on the
-    # validation report gives the calibrated accuracy.
+    # `ffjax eval` on the test split with the best checkpoint: the threshold validation chose
+    # for that checkpoint (stored with it) gives the calibrated accuracy, the step named.
     test = evaluation.evaluate_checkpoint(config, str(workdir), split="test", checkpoint="best")
     report = json.loads((workdir / "eval" / "eval_test.json").read_text())
     assert report["protocol"]["split"] == "test"
     assert report["protocol"]["checkpoint_step"] in (8, 16)
     assert report["protocol"]["calibrated_threshold"] is not None
+    assert report["protocol"]["calibrated_threshold_from"] == f"val at step {report['protocol']['checkpoint_step']}"
+    # A validation report written later by another step changes nothing.
+    val_report = workdir / "eval" / "eval_val.json"
+    val = json.loads(val_report.read_text())
+    val["metrics"]["all"]["all"]["frame"]["best_threshold"] = 0.123
+    val_report.write_text(json.dumps(val))
+    again = evaluation.evaluate_checkpoint(config, str(workdir), split="test", checkpoint="best")
+    assert again.protocol["calibrated_threshold"] == report["protocol"]["calibrated_threshold"] != 0.123
     assert "accuracy_calibrated" in report["metrics"]["all"]["all"]["frame"]
     assert test.protocol["num_frames"] == 40
 

@@ -1,10 +1,11 @@
 """The evaluator: one jitted step over the training mesh that returns counts.
 
 It receives the function that runs the model (`predict_fn`, big_vision's way) and the task
-that turns logits into scores, and never imports the trainer. The step returns sums (pixel and frame confusion counts, a score histogram), never ratios, so
-they add across batches, devices and hosts and nothing on the device grows with the dataset.
-Per-frame scores come back too, sharded like the batch, for the per-video aggregation on the
-host. The loop dispatches step i+1 before pulling step i's results, so the host's bookkeeping
+that turns logits into scores, and never imports the trainer. The step returns sums (pixel and
+frame confusion counts, a score histogram), never ratios, so they add across batches, devices
+and hosts. Per-frame scores (and per-image pixel counts) come back too, sharded like the
+batch: the host keeps them (a few numbers per frame) for exact frame ranking metrics, per-image
+IoU/F1 and the per-video aggregation. The loop dispatches step i+1 before pulling step i's results, so the host's bookkeeping
 and the next batch's input overlap with device compute.
 """
 
@@ -55,7 +56,8 @@ class Evaluator:
           mesh: the training mesh, one axis ``data``.
           task: a `ffjax.tasks.Task`: frame scores, and pixel probabilities if it has them.
           threshold: pixel and frame decision threshold on fake probabilities.
-          num_bins: frame-score histogram bins (AUC/EER/AP/best threshold resolution).
+          num_bins: bins of the frame-score histogram kept in the sums (the reported
+            frame metrics are exact: they use every frame's score).
           method_names: ``ffjax.data.ffpp.METHOD_NAMES`` ('original' first).
           compression_names: ``ffjax.data.ffpp.COMPRESSIONS``.
           video_aggregation: ``mean`` or ``max`` of frame scores per video.
@@ -103,6 +105,9 @@ class Evaluator:
                     "the model must return [B, H, W, 1] at the input resolution."
                 )
             pixel = dict(pixel_probs=probs, masks=batch["mask"])
+        rows = {"score": scores}
+        if pixel:
+            rows["pixel"] = metrics.image_confusion(pixel["pixel_probs"], pixel["masks"], self.threshold)
         sums = metrics.batch_sums(
             scores=scores,
             labels=batch["label"],
@@ -116,7 +121,7 @@ class Evaluator:
             replicated=self._replicated,
             **pixel,
         )
-        return sums, scores
+        return sums, rows
 
     def _put(self, batch: Mapping[str, Any], pad_to: int | None):
         """Device batch (global, sharded on ``data``) and this host's id/validity columns."""
@@ -203,6 +208,7 @@ class Evaluator:
         state = jax.device_put(state, self._replicated)
         totals: dict[str, np.ndarray] = {}
         videos = metrics.VideoScores()
+        frame_scores = metrics.FrameScores()
         compile_s = wait_s = 0.0
         image_size = None
         pending = None
@@ -225,7 +231,7 @@ class Evaluator:
                 compile_s += time.perf_counter() - tick
                 outputs = step(state, device)  # dispatched; runs while the previous batch is read back
             if pending is not None:
-                self._absorb(totals, videos, *pending)
+                self._absorb(totals, videos, frame_scores, *pending)
             if item is None:
                 break
             pending = (outputs, host, meta)
@@ -233,6 +239,9 @@ class Evaluator:
             merged = metrics.VideoScores()
             merged.merge_records(sharding.allgather_json(videos.to_records()))
             videos = merged
+            everyone = metrics.FrameScores()
+            everyone.merge_records(sharding.allgather_json(frame_scores.to_records()))
+            frame_scores = everyone
         seconds = time.perf_counter() - start
         frames = int(totals["frame"].sum()) if totals else 0
         if not frames:
@@ -246,6 +255,7 @@ class Evaluator:
             num_bins=self.num_bins,
             aggregation=self.video_aggregation,
             calibrated_threshold=calibrated_threshold,
+            frames=frame_scores,
         )
         full_protocol = {
             "task": self.task.name,
@@ -253,7 +263,7 @@ class Evaluator:
             "calibrated_threshold": calibrated_threshold,
             "video_aggregation": self.video_aggregation,
             "frame_score": self.task.frame_score_rule,
-            "histogram_bins": self.num_bins,
+            "frame_metrics": "exact: AUC, EER, AP and thresholds over every frame's score",
             "image_size": list(image_size),
             "num_frames": frames,
             "num_videos": len(videos),
@@ -270,11 +280,12 @@ class Evaluator:
         }
         return EvalResult(result_metrics, full_protocol, throughput, totals)
 
-    def _absorb(self, totals, videos, outputs, host, meta) -> None:
-        sums, scores = outputs
+    def _absorb(self, totals, videos, frame_scores, outputs, host, meta) -> None:
+        sums, rows = outputs
         for key, value in metrics.as_host_sums(sums).items():
             totals[key] = totals[key] + value if key in totals else value
-        scores = sharding.local_rows(scores)
+        scores = sharding.local_rows(rows["score"])
+        pixel_counts = sharding.local_rows(rows["pixel"]) if "pixel" in rows else None
         valid = host["valid"].astype(bool)
         if not np.all(np.isfinite(scores[valid])):
             raise FloatingPointError("The model produced non-finite frame scores on valid frames.")
@@ -286,3 +297,4 @@ class Evaluator:
             )
         video_ids += [""] * (len(valid) - len(video_ids))
         videos.add(video_ids, host["method_id"], host["compression_id"], host["label"], scores, valid)
+        frame_scores.add(host["method_id"], host["compression_id"], host["label"], scores, valid, pixel_counts)

@@ -264,6 +264,70 @@ def accuracy_at(neg: np.ndarray, pos: np.ndarray, thresholds: np.ndarray, t: flo
     return _ratio(correct, int(np.sum(pos)) + int(np.sum(neg)))
 
 
+def image_confusion(pixel_probs: jax.Array, masks: jax.Array, threshold: float) -> jax.Array:
+    """Per-image pixel counts int32 [B, 4] (tp, fp, fn, tn): for per-image IoU/F1 on the host."""
+    return _confusion(pixel_probs >= threshold, masks > 0, axes=(1, 2))
+
+
+class FrameScores:
+    """Every valid frame's method id, compression id, label, score and (for segmentation)
+    pixel counts, so frame ranking metrics (AUC, EER, AP, thresholds) are exact and per-image
+    pixel metrics can be averaged. A split of FF++ is tens of thousands of frames: small."""
+
+    def __init__(self):
+        self._rows: list[np.ndarray] = []  # [n, 4 or 8] float64: m, c, label, score[, tp, fp, fn, tn]
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._rows)
+
+    def add(self, method_ids, compression_ids, labels, scores, valid, pixel_counts=None) -> None:
+        """Adds the valid rows of one batch (host arrays of length B; pixel_counts [B, 4])."""
+        keep = np.flatnonzero(np.asarray(valid))
+        cols = [np.asarray(a)[keep].astype(np.float64) for a in (method_ids, compression_ids, labels, scores)]
+        if pixel_counts is not None:
+            cols += list(np.asarray(pixel_counts)[keep].astype(np.float64).T)
+        self._rows.append(np.stack(cols, axis=1) if len(keep) else np.zeros((0, len(cols))))
+
+    def to_records(self) -> list[list[float]]:
+        """JSON-able rows (a float64 score and counts below 2**53 survive JSON exactly)."""
+        return np.concatenate(self._rows).tolist() if self._rows else []
+
+    def merge_records(self, records) -> None:
+        """Adds the rows of `to_records` of other hosts."""
+        if records:
+            self._rows.append(np.asarray(records, np.float64))
+
+    def arrays(self):
+        """(method_ids, compression_ids, labels, scores, pixel_counts or None) as arrays."""
+        rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 4))
+        ids = [rows[:, i].astype(np.int64) for i in range(3)]
+        pixel = rows[:, 4:8].astype(np.int64) if rows.shape[1] == 8 else None
+        return ids[0], ids[1], ids[2], rows[:, 3], pixel
+
+
+def per_image_pixel_metrics(counts: np.ndarray) -> dict[str, float | int | None]:
+    """Mean IoU and F1 of the fake class over images with manipulated pixels (what forgery
+    localisation benchmarks report beside the dataset-global IoU).
+
+    Args:
+      counts: int [N, 4] (tp, fp, fn, tn) per image.
+
+    Returns:
+      ``iou_fake_per_image``, ``f1_fake_per_image`` (None without such images) and
+      ``num_masked_images`` (images whose mask has at least one manipulated pixel).
+    """
+    counts = np.asarray(counts, np.float64).reshape(-1, 4)
+    tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]
+    masked = (tp + fn) > 0
+    out: dict[str, float | int | None] = {"num_masked_images": int(masked.sum())}
+    if not masked.any():
+        return {**out, "iou_fake_per_image": None, "f1_fake_per_image": None}
+    tp, fp, fn = tp[masked], fp[masked], fn[masked]
+    out["iou_fake_per_image"] = float(np.mean(tp / (tp + fp + fn)))
+    out["f1_fake_per_image"] = float(np.mean(2 * tp / (2 * tp + fp + fn)))
+    return out
+
+
 class VideoScores:
     """Per-video running sums of frame scores, keyed by (method id, compression id, video id).
 

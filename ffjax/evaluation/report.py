@@ -32,8 +32,9 @@ def _frame_block(frame, hist, sel, num_bins, calibrated_threshold):
     return out
 
 
-def _video_block(videos, sel, threshold, calibrated_threshold):
-    methods, comps, labels, scores = videos
+def _scores_block(arrays, sel, threshold, calibrated_threshold, ranking_keys=("auc", "eer", "ap")):
+    """Exact metrics of the scored items (frames or videos) whose (method, compression) `sel` keeps."""
+    methods, comps, labels, scores = arrays[:4]
     keep = sel[methods, comps] if len(methods) else np.zeros(0, bool)
     labels, scores = labels[keep], scores[keep]
     fake, pred = labels == 1, scores >= threshold
@@ -41,12 +42,15 @@ def _video_block(videos, sel, threshold, calibrated_threshold):
     out = metrics.confusion_metrics(counts)
     neg, pos, thresholds = metrics.exact_counts(scores, labels)
     ranked = metrics.ranking_metrics(neg, pos, thresholds) if len(thresholds) else {}
-    out.update({k: ranked.get(k) for k in ("auc", "eer", "ap")})
+    out.update({k: ranked.get(k) for k in ranking_keys})
     if calibrated_threshold is not None:
         out["accuracy_calibrated"] = (
             metrics.accuracy_at(neg, pos, thresholds, calibrated_threshold) if len(thresholds) else None
         )
     return out
+
+
+_FRAME_RANKING = ("auc", "eer", "ap", "best_threshold", "accuracy_at_best")
 
 
 def summarize(
@@ -59,6 +63,7 @@ def summarize(
     num_bins: int,
     aggregation: str = "mean",
     calibrated_threshold: float | None = None,
+    frames: metrics.FrameScores | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Every metric overall, per method and per compression level, from the summed counts.
 
@@ -76,8 +81,11 @@ def summarize(
       threshold: the decision threshold; num_bins: the histogram's bin count.
       aggregation: frame-to-video score aggregation, ``mean`` or ``max``.
       calibrated_threshold: a threshold chosen on validation (e.g. the validation result's
-        ``best_threshold``); adds ``accuracy_calibrated``, resolved at histogram bin edges
-        for frames and exactly for videos.
+        ``best_threshold``); adds ``accuracy_calibrated``.
+      frames: every frame's score (what the evaluator gives): frame AUC, EER, AP, the best
+        threshold and calibrated accuracy are then exact, and pixel rows add per-image IoU
+        and F1. Without it they come from the histogram in ``sums`` (resolution 1/num_bins:
+        scores saturated near 1 share the top bin and the AUC counts them as ties).
 
     Returns:
       ``{scope: {method: {"frame": {...}, "video": {...}, "pixel": {...}}}}`` where scope is
@@ -92,6 +100,7 @@ def summarize(
             f"{len(method_names)} method and {len(compression_names)} compression names."
         )
     video_arrays = videos.aggregate(aggregation) if videos is not None else None
+    frame_arrays = frames.arrays() if frames is not None else None
     frames = frame.sum(-1)
     scopes = [("all", np.ones(num_comps, bool))]
     scopes += [(c, np.arange(num_comps) == i) for i, c in enumerate(compression_names) if frames[:, i].sum()]
@@ -107,11 +116,18 @@ def summarize(
         rows = {}
         for name, frame_methods, pixel_methods in method_sets:
             frame_sel = frame_methods[:, None] & comp_sel[None, :]
-            row = {"frame": _frame_block(frame, hist, frame_sel, num_bins, calibrated_threshold)}
+            if frame_arrays is not None:
+                row = {"frame": _scores_block(frame_arrays, frame_sel, threshold, calibrated_threshold, _FRAME_RANKING)}
+            else:
+                row = {"frame": _frame_block(frame, hist, frame_sel, num_bins, calibrated_threshold)}
             if video_arrays is not None:
-                row["video"] = _video_block(video_arrays, frame_sel, threshold, calibrated_threshold)
+                row["video"] = _scores_block(video_arrays, frame_sel, threshold, calibrated_threshold)
             if pixel is not None:
-                row["pixel"] = metrics.pixel_metrics(pixel[pixel_methods[:, None] & comp_sel[None, :]].sum(0))
+                pixel_sel = pixel_methods[:, None] & comp_sel[None, :]
+                row["pixel"] = metrics.pixel_metrics(pixel[pixel_sel].sum(0))
+                if frame_arrays is not None and frame_arrays[4] is not None:
+                    m, c, *_, counts = frame_arrays
+                    row["pixel"].update(metrics.per_image_pixel_metrics(counts[pixel_sel[m, c]] if len(m) else counts))
             rows[name] = row
         out[scope] = rows
     return out
@@ -219,13 +235,15 @@ _COLUMNS = (
     ("AUC", "frame", "auc", True),
     ("EER", "frame", "eer", True),
     ("AP", "frame", "ap", True),
-    ("Best t", "frame", "best_threshold", False),
+    ("Oracle t", "frame", "best_threshold", False),
     ("Video Acc", "video", "accuracy", True),
     ("Video Acc@cal", "video", "accuracy_calibrated", True),
     ("Video AUC", "video", "auc", True),
     ("IoU", "pixel", "iou_fake", True),
+    ("IoU/img", "pixel", "iou_fake_per_image", True),
     ("mIoU", "pixel", "iou_mean", True),
     ("F1", "pixel", "f1_fake", True),
+    ("F1/img", "pixel", "f1_fake_per_image", True),
     ("Prec", "pixel", "precision_fake", True),
     ("Rec", "pixel", "recall_fake", True),
     ("Pix Acc", "pixel", "pixel_accuracy", True),
@@ -246,8 +264,11 @@ def _markdown(result: Mapping[str, Any]) -> str:
         f"frames/s after {speed['compile_seconds']:.1f} s of compilation "
         f"({speed['input_wait_seconds']:.1f} s waiting for input).",
         "",
-        "Metrics in %, thresholds (Best t) as probabilities. A method's row pits its fakes "
-        "against all originals of the scope; its pixel metrics cover only its own frames.",
+        "Metrics in %, thresholds (Oracle t) as probabilities. A method's row pits its fakes "
+        "against all originals of the scope; its pixel metrics cover only its own frames. IoU "
+        "and F1 count every pixel of the scope at once; IoU/img and F1/img average each "
+        "manipulated frame's own. Oracle t is the threshold best on this split itself, not a "
+        "result; calibrated accuracies use the threshold validation chose for the checkpoint.",
         "",
         "| Scope | Method | Frames real/fake | Videos real/fake | " + " | ".join(c[0] for c in columns) + " |",
         "|---|---|---:|---:|" + "---:|" * len(columns),

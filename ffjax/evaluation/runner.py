@@ -6,7 +6,6 @@ it restores parameters and BatchNorm statistics only (no optimizer is built or r
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -48,7 +47,8 @@ class SplitEvaluator:
         )
         self._splits: dict[str, Any] = {}
 
-    def evaluate_split(self, model_state, split: str, *, step: int, workdir: str, max_examples: int | None = None) -> EvalResult:
+    def evaluate_split(self, model_state, split: str, *, step: int, workdir: str, max_examples: int | None = None,
+                       validation: dict | None = None) -> EvalResult:
         """Evaluates a model on `split` and writes the report.
 
         Args:
@@ -57,19 +57,20 @@ class SplitEvaluator:
           step: the checkpoint step, recorded in the report.
           workdir: the run folder; the report goes to `workdir/eval/eval_<split>.{json,md}`.
           max_examples: evaluate only the first examples (a quick look).
-
-        A test-split evaluation uses the threshold picked on the latest validation report,
-        when one exists, for its calibrated accuracy.
+          validation: the validation record stored with the checkpoint (`split`, `step`,
+            `best_threshold`): on any other split its threshold gives the calibrated
+            accuracy, and the report names the step it was chosen at.
         """
         if split not in self._splits:
             self._splits[split] = pipeline.open_split(self.config.dataset, split)
         data = self._splits[split]
         per_process = self.config.eval_batch_size // jax.process_count()
         outdir = os.path.join(workdir, "eval")
-        calibrated = None
-        if split != self.config.dataset.eval_split:
-            calibrated = _validation_threshold(os.path.join(outdir, f"eval_{self.config.dataset.eval_split}.json"))
-        protocol = {**_dataset_protocol(data), "checkpoint_step": int(step)}
+        calibrated, calibrated_from = None, None
+        if split != self.config.dataset.eval_split and validation and validation.get("best_threshold") is not None:
+            calibrated = float(validation["best_threshold"])
+            calibrated_from = f"{validation.get('split')} at step {validation.get('step')}"
+        protocol = {**_dataset_protocol(data), "checkpoint_step": int(step), "calibrated_threshold_from": calibrated_from}
         result = self.evaluator.evaluate(
             tuple(model_state),
             pipeline.eval_batches(data, per_process, max_examples=max_examples),
@@ -79,15 +80,6 @@ class SplitEvaluator:
         os.makedirs(outdir, exist_ok=True)
         write_report(result, outdir, split, protocol)
         return result
-
-
-def _validation_threshold(path: str) -> float | None:
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return report.get("metrics", {}).get("all", {}).get("all", {}).get("frame", {}).get("best_threshold")
 
 
 def headline(result: EvalResult) -> dict[str, float]:
@@ -105,12 +97,16 @@ def evaluate_checkpoint(config: Any, workdir: str, *, split: str = "test", check
       checkpoint: 'latest', 'best', or a step number.
 
     Returns:
-      The EvalResult; the report is written to `workdir/eval/`.
+      The EvalResult; the report is written to `workdir/eval/`. On a split other than the
+      validation split, the calibrated accuracy uses the threshold validation chose for this
+      checkpoint (stored with it), never a report another step wrote.
     """
     sharding.initialize_distributed(config)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
     graphdef, target, _ = state_lib.abstract_model_state(config, mesh)
-    restored, _, step = checkpoints.restore_model_state(workdir, target, which=checkpoint)
+    restored, meta, step = checkpoints.restore_model_state(workdir, target, which=checkpoint)
     model_state = (restored["params"], restored["rest"])
-    return SplitEvaluator(config, mesh, graphdef).evaluate_split(model_state, split, step=step, workdir=workdir)
+    return SplitEvaluator(config, mesh, graphdef).evaluate_split(
+        model_state, split, step=step, workdir=workdir, validation=meta.get("validation")
+    )
