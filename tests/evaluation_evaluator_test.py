@@ -119,6 +119,7 @@ def seg_run():
 def test_metrics_match_sklearn(seg_run):
     model, data, _, result = seg_run
     scores, pixels = _reference(model, data)
+    probs = np.asarray(jax.nn.sigmoid(model(jnp.asarray(data["image"], jnp.float32) / 255.0, train=False)[..., 0]))
     m, label, masks = data["method_id"], data["label"], data["mask"] > 0
     for method, sel_frames, sel_pixels in [
         ("all", np.ones_like(label, bool), np.ones_like(label, bool)),
@@ -141,6 +142,9 @@ def test_metrics_match_sklearn(seg_run):
         per_f1 = [skm.f1_score(masks[i].ravel(), pixels[i].ravel(), zero_division=0) for i in masked]
         assert row["pixel"]["iou_fake_per_image"] == pytest.approx(np.mean(per_iou), abs=1e-12)
         assert row["pixel"]["f1_fake_per_image"] == pytest.approx(np.mean(per_f1), abs=1e-12)
+        # Pixel AUC from the 100-bin histogram: sklearn on the binned probabilities.
+        binned = np.clip(np.floor(probs[sel_pixels] * np.float32(100)), 0, 99).ravel()
+        assert row["pixel"]["auc"] == pytest.approx(skm.roc_auc_score(t, binned), abs=1e-9)
         # Video level: mean frame score per (method, compression, name).
         keys = list(zip(m[sel_frames], data["compression_id"][sel_frames], data["video_id"][sel_frames]))
         uniq = sorted(set(keys))
@@ -158,7 +162,7 @@ def test_sharded_sums_equal_single_device_and_padding_adds_nothing(seg_run):
     model, data, evaluator, result8 = seg_run
     state = nnx.split(model)[1]
     result1 = _evaluator(model, _mesh(1, explicit=False)).evaluate(state, _batches(data, extra_padding=True))
-    for key in ("frame", "hist", "pixel"):
+    for key in ("frame", "hist", "pixel", "pixel_hist"):
         np.testing.assert_array_equal(result8.sums[key], result1.sums[key])
     assert result8.metrics == result1.metrics
     again = evaluator.evaluate(state, _batches(data))  # short last batch was padded: one shape

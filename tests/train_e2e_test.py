@@ -56,6 +56,10 @@ def test_train_and_evaluate_end_to_end(tiny_dataset, tmp_path):
     assert report["protocol"]["split"] == "test"
     assert report["protocol"]["checkpoint_step"] in (8, 16)
     assert report["protocol"]["calibrated_threshold"] is not None
+    # Which masks each method was scored against: the tiny tree ships masks for every method.
+    sources = report["protocol"]["mask_sources"]
+    assert set(sources) <= {"Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"} and sources
+    assert all(set(c) <= {"shipped", "derived"} and sum(c.values()) > 0 for c in sources.values())
     assert report["protocol"]["calibrated_threshold_from"] == f"val at step {report['protocol']['checkpoint_step']}"
     # A validation report written later by another step changes nothing.
     val_report = workdir / "eval" / "eval_val.json"

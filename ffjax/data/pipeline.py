@@ -279,7 +279,8 @@ def eval_batches(
 
     Yields:
       (arrays, meta): arrays hold BATCH_KEYS plus `valid` (False on padding rows); meta holds
-      `video_id` (str) and `frame_index` (int) per row, '' and -1 on padding. Every process
+      `video_id` (str), `frame_index` (int) and `mask_source` (`shipped` / `derived` /
+      `none`) per row, '', -1 and '' on padding. Every process
       yields the same number of batches, as collective evaluation steps require.
     """
     n = len(split) if max_examples is None else min(len(split), max_examples)
@@ -289,7 +290,7 @@ def eval_batches(
     # Decoding PNGs releases the GIL in OpenCV/PIL, so a small read-ahead thread pool keeps
     # the next batch ready while the device evaluates the current one.
     ds = grain.MapDataset.source(_Subset(split.source, indices)).map(
-        lambda r: (to_example(r), (_text(r["video_id"]), int(r["frame_index"])))
+        lambda r: (to_example(r), (_text(r["video_id"]), int(r["frame_index"]), _text(r["mask_source"])))
     )
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * per_process_batch)))
     for _ in range(steps):
@@ -309,11 +310,13 @@ def _pad_batch(rows: list, size: int, split: Split) -> tuple[dict[str, np.ndarra
     valid = np.zeros((size,), bool)
     video_id = np.full((size,), "", dtype=object)
     frame_index = np.full((size,), -1, np.int64)
-    for j, (example, (vid, frame)) in enumerate(rows):
+    mask_source = np.full((size,), "", dtype=object)
+    for j, (example, (vid, frame, source)) in enumerate(rows):
         for k in BATCH_KEYS:
             arrays[k][j] = example[k]
         valid[j] = True
         video_id[j] = vid
         frame_index[j] = frame
+        mask_source[j] = source
     arrays["valid"] = valid
-    return arrays, {"video_id": video_id, "frame_index": frame_index}
+    return arrays, {"video_id": video_id, "frame_index": frame_index, "mask_source": mask_source}

@@ -209,6 +209,7 @@ class Evaluator:
         totals: dict[str, np.ndarray] = {}
         videos = metrics.VideoScores()
         frame_scores = metrics.FrameScores()
+        mask_sources: dict[str, dict[str, int]] = {}
         compile_s = wait_s = 0.0
         image_size = None
         pending = None
@@ -231,7 +232,7 @@ class Evaluator:
                 compile_s += time.perf_counter() - tick
                 outputs = step(state, device)  # dispatched; runs while the previous batch is read back
             if pending is not None:
-                self._absorb(totals, videos, frame_scores, *pending)
+                self._absorb(totals, videos, frame_scores, mask_sources, *pending)
             if item is None:
                 break
             pending = (outputs, host, meta)
@@ -242,6 +243,7 @@ class Evaluator:
             everyone = metrics.FrameScores()
             everyone.merge_records(sharding.allgather_json(frame_scores.to_records()))
             frame_scores = everyone
+            mask_sources = _merge_counts(sharding.allgather_json([mask_sources]))
         seconds = time.perf_counter() - start
         frames = int(totals["frame"].sum()) if totals else 0
         if not frames:
@@ -264,6 +266,9 @@ class Evaluator:
             "video_aggregation": self.video_aggregation,
             "frame_score": self.task.frame_score_rule,
             "frame_metrics": "exact: AUC, EER, AP and thresholds over every frame's score",
+            "pixel_auc": f"from a {metrics.PIXEL_AUC_BINS}-bin histogram of pixel probabilities",
+            # Which masks each method's fake frames were scored against (shipped or derived).
+            "mask_sources": {k: mask_sources[k] for k in sorted(mask_sources)},
             "image_size": list(image_size),
             "num_frames": frames,
             "num_videos": len(videos),
@@ -280,7 +285,7 @@ class Evaluator:
         }
         return EvalResult(result_metrics, full_protocol, throughput, totals)
 
-    def _absorb(self, totals, videos, frame_scores, outputs, host, meta) -> None:
+    def _absorb(self, totals, videos, frame_scores, mask_sources, outputs, host, meta) -> None:
         sums, rows = outputs
         for key, value in metrics.as_host_sums(sums).items():
             totals[key] = totals[key] + value if key in totals else value
@@ -298,3 +303,20 @@ class Evaluator:
         video_ids += [""] * (len(valid) - len(video_ids))
         videos.add(video_ids, host["method_id"], host["compression_id"], host["label"], scores, valid)
         frame_scores.add(host["method_id"], host["compression_id"], host["label"], scores, valid, pixel_counts)
+        if "mask_source" in meta:
+            for i in np.flatnonzero(valid & (host["label"] == 1)):
+                method = self.method_names[int(host["method_id"][i])]
+                source = str(meta["mask_source"][i])
+                mask_sources.setdefault(method, {}).setdefault(source, 0)
+                mask_sources[method][source] += 1
+
+
+def _merge_counts(tables: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Sums `{method: {source: count}}` tables of several processes."""
+    out: dict[str, dict[str, int]] = {}
+    for table in tables:
+        for method, counts in table.items():
+            for source, n in counts.items():
+                out.setdefault(method, {}).setdefault(source, 0)
+                out[method][source] += int(n)
+    return out

@@ -21,6 +21,10 @@ import numpy as np
 # The evaluator's default breakdown is FF++'s: method_id and compression_id index these.
 from ffjax.data.ffpp import COMPRESSIONS, METHOD_NAMES  # noqa: F401 (the evaluator's defaults)
 
+# Pixel-level AUC comes from a histogram of pixel probabilities with this many equal-width
+# bins (pixels are far too many to keep; ties inside a bin count half, as for any histogram).
+PIXEL_AUC_BINS = 100
+
 
 def _confusion(pred: jax.Array, truth: jax.Array, axes) -> jax.Array:
     """Stacks (tp, fp, fn, tn) counted over `axes` as int32 along a new last axis."""
@@ -68,7 +72,9 @@ def batch_sums(
 
     Returns:
       ``frame`` int32 [M, C, 4] frame (tp, fp, fn, tn); ``hist`` int32 [M, C, 2, num_bins]
-      score histogram per label; and with pixel inputs ``pixel`` int32 [M, C, 4].
+      score histogram per label; and with pixel inputs ``pixel`` int32 [M, C, 4] and
+      ``pixel_hist`` int32 [M, C, 2, PIXEL_AUC_BINS] (pixel probabilities of real and
+      manipulated pixels, for the pixel-level AUC).
     """
     if pixel_probs is not None and math.prod(pixel_probs.shape) >= 2**31:
         raise ValueError(
@@ -110,6 +116,16 @@ def batch_sums(
             raise ValueError("batch_sums: pixel_probs given without masks.")
         counts = _confusion(pixel_probs >= threshold, masks > 0, axes=(1, 2))
         out["pixel"] = grouped(counts)
+        # Per image and bin: every pixel, and the manipulated ones (a compare-and-reduce that
+        # XLA fuses; no [B, H, W, bins] array is made).
+        k = PIXEL_AUC_BINS
+        pixel_bins = jnp.clip(jnp.floor(pixel_probs * k).astype(jnp.int32), 0, k - 1)[..., None]
+        in_bin = pixel_bins == jnp.arange(k, dtype=jnp.int32)
+        every = jnp.sum(in_bin, axis=(1, 2), dtype=jnp.int32)
+        fake = jnp.sum(in_bin & (masks > 0)[..., None], axis=(1, 2), dtype=jnp.int32)
+        out["pixel_hist"] = grouped(jnp.concatenate([every - fake, fake], axis=-1)).reshape(
+            num_methods, num_compressions, 2, k
+        )
     return out
 
 

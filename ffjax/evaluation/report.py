@@ -75,7 +75,8 @@ def summarize(
 
     Args:
       sums: host int64 counts ``frame`` [M, C, 4], ``hist`` [M, C, 2, bins], optional
-        ``pixel`` [M, C, 4], as ``metrics.batch_sums`` makes them, added over batches.
+        ``pixel`` [M, C, 4] and ``pixel_hist`` [M, C, 2, bins] (pixel AUC), as
+        ``metrics.batch_sums`` makes them, added over batches.
       videos: per-video scores, or None to skip video-level metrics.
       method_names: M names, 'original' first; compression_names: C names.
       threshold: the decision threshold; num_bins: the histogram's bin count.
@@ -92,7 +93,7 @@ def summarize(
       ``all`` or a compression name and method is ``all`` or a method name.
     """
     metrics.check_names(method_names, compression_names)
-    frame, hist, pixel = sums["frame"], sums["hist"], sums.get("pixel")
+    frame, hist, pixel, pixel_hist = sums["frame"], sums["hist"], sums.get("pixel"), sums.get("pixel_hist")
     num_methods, num_comps = frame.shape[:2]
     if (num_methods, num_comps) != (len(method_names), len(compression_names)):
         raise ValueError(
@@ -125,6 +126,10 @@ def summarize(
             if pixel is not None:
                 pixel_sel = pixel_methods[:, None] & comp_sel[None, :]
                 row["pixel"] = metrics.pixel_metrics(pixel[pixel_sel].sum(0))
+                if pixel_hist is not None:
+                    neg, pos = pixel_hist[pixel_sel].sum(0)
+                    edges = metrics.histogram_thresholds(len(neg))
+                    row["pixel"]["auc"] = metrics.ranking_metrics(neg, pos, edges, past_end=1.0)["auc"]
                 if frame_arrays is not None and frame_arrays[4] is not None:
                     m, c, *_, counts = frame_arrays
                     row["pixel"].update(metrics.per_image_pixel_metrics(counts[pixel_sel[m, c]] if len(m) else counts))
@@ -247,6 +252,7 @@ _COLUMNS = (
     ("Prec", "pixel", "precision_fake", True),
     ("Rec", "pixel", "recall_fake", True),
     ("Pix Acc", "pixel", "pixel_accuracy", True),
+    ("Pix AUC", "pixel", "auc", True),
 )
 
 
