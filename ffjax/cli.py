@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": ("ffjax.main", "eval", "evaluate a checkpoint on a split"),
     "build-data": ("ffjax.build_data", None, "package a local FF++ copy as a TFDS dataset"),
     "predict": ("ffjax.inference.predict", None, "localise manipulations in your own video or image"),
+    "convert": ("ffjax.convert", None, "PyTorch weights (timm, smp, torchvision) into an ffjax model"),
     "demo": ("ffjax.demo", None, "end-to-end demo on real faces that ship with scikit-image"),
     "bench": ("ffjax.bench.cli", None, "train/eval throughput across devices, batches, precisions"),
 }

@@ -23,7 +23,7 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
-from ffjax import checkpoints, evaluation, models, optim, sharding, state as state_lib, tasks, writers
+from ffjax import checkpoints, convert, evaluation, models, optim, sharding, state as state_lib, tasks, writers
 from ffjax.data import pipeline
 from ffjax.platform import selection
 from ffjax.state import TrainState
@@ -187,6 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 meta.get("data_fingerprint"), fingerprint,
             )
         logging.info("Resumed from %s at step %d.", workdir, int(state.step))
+    elif config.get("init_from"):
+        # A fresh run starting from converted weights (ImageNet encoders, smp models). The
+        # optimizer states of every optimizer here start at zero whatever the parameters are.
+        params, rest, conversion = convert.init_from(config.init_from, config.model, state.params, state.rest)
+        state = state.replace(params=params, rest=rest)
+        logging.info("config.init_from: %s", convert.describe(conversion, config.init_from))
     start_step = int(jax.device_get(state.step))
 
     writer = writers.MetricWriter(workdir)

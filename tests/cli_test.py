@@ -16,7 +16,7 @@ def ffjax(*args, timeout=120):
 def test_help_lists_every_command():
     out = ffjax("--help")
     assert out.returncode == 0
-    for command in ("train", "eval", "build-data", "predict", "demo", "bench"):
+    for command in ("train", "eval", "build-data", "predict", "convert", "demo", "bench"):
         assert command in out.stdout
 
 

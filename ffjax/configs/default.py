@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
                                                         #   kernels) | xla (formulations) | stock
                                                         #   (flax/lax only) | auto (native, else
                                                         #   xla; stock on GPU/TPU). Same numbers.
+    config.init_from = ""                               # PyTorch/converted weights to start from
+                                                        #   (ImageNet encoders, smp U-Nets; see
+                                                        #   `ffjax convert`); "" = random init
     config.frame_score_topk = 0.01                      # frame score = mean of the top 1% pixel
                                                         #   probabilities (segmentation models)
 

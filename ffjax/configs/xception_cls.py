@@ -15,6 +15,8 @@ def get_config():
     config.dataset.config_name = "c23_size299"  # built with `ffjax build-data ... --image_size 299`
     config.model = "xception"
     config.model_kwargs.num_outputs = 1      # one logit: P(fake) = sigmoid
+    config.model_kwargs.stem_padding = 0     # timm legacy_xception's stem: its ImageNet
+                                             #   weights (init_from) give timm's outputs
     config.optimizer = "adamw"
     config.learning_rate = 2e-4              # FF++'s Adam lr
     config.weight_decay = 0.0                # plain Adam, as in FF++

@@ -1,9 +1,10 @@
 """Xception (Chollet 2017), layer for layer as timm's `legacy_xception` (Cadene's port).
 
-That port is the FF++ baseline classifier. One deliberate change: conv1 and conv2 pad by 1
-(as segmentation_models_pytorch's Xception encoder does), so the stride-s feature map of an
-H x H input is exactly H/s for H divisible by 32; at 299 px the final map is 10x10 as in
-the original.
+That port is the FF++ baseline classifier. conv1 and conv2 pad by `stem_padding`: 1 by
+default (as segmentation_models_pytorch's Xception encoder does), so the stride-s feature map
+of an H x H input is exactly H/s for H divisible by 32, which the U-Net needs; 0 is timm's
+unpadded stem (the `xception_cls` config, so timm's ImageNet weights give timm's outputs).
+At 299 px the final map is 10x10 either way.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class XceptionBackbone(nnx.Module):
         *,
         width: float = 1.0,
         middle_blocks: int = 8,
+        stem_padding: int = 1,
         ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
@@ -114,6 +116,7 @@ class XceptionBackbone(nnx.Module):
         Args:
           width: channel multiplier; 1.0 is the reference, small values give test-sized nets.
           middle_blocks: number of 728-channel middle-flow blocks (8 in the reference).
+          stem_padding: padding of conv1 and conv2: 1 (smp's encoder) or 0 (timm's).
           ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
@@ -126,8 +129,10 @@ class XceptionBackbone(nnx.Module):
 
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         bkw = dict(ops=ops, **kw)
-        self.conv1 = ConvBNReLU(3, c(32), 3, 2, padding=1, **bkw)
-        self.conv2 = ConvBNReLU(c(32), c(64), 3, 1, padding=1, **bkw)
+        if stem_padding not in (0, 1):
+            raise ValueError(f"Xception stem_padding must be 0 (timm) or 1 (smp); got {stem_padding}")
+        self.conv1 = ConvBNReLU(3, c(32), 3, 2, padding=stem_padding, **bkw)
+        self.conv2 = ConvBNReLU(c(32), c(64), 3, 1, padding=stem_padding, **bkw)
         # Entry flow.
         self.block1 = XceptionBlock(c(64), c(128), 2, 2, start_with_relu=False, **bkw)
         self.block2 = XceptionBlock(c(128), c(256), 2, 2, **bkw)
@@ -181,6 +186,7 @@ class Xception(nnx.Module):
         *,
         width: float = 1.0,
         middle_blocks: int = 8,
+        stem_padding: int = 1,
         ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
@@ -192,6 +198,7 @@ class Xception(nnx.Module):
           num_outputs: logits per image: 1 (sigmoid) or 2 (softmax, FF++'s official head).
           width: channel multiplier (see `XceptionBackbone`).
           middle_blocks: middle-flow blocks (see `XceptionBackbone`).
+          stem_padding: 1 (default) or 0 for timm's legacy_xception stem (see the module doc).
           ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
@@ -202,6 +209,7 @@ class Xception(nnx.Module):
         self.backbone = XceptionBackbone(
             width=width,
             middle_blocks=middle_blocks,
+            stem_padding=stem_padding,
             ops=ops,
             rngs=rngs,
             dtype=dtype,
