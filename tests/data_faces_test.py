@@ -1,4 +1,6 @@
-"""Tests for ffjax.data.faces: dlib detector wrapper on a real photo."""
+"""Tests for ffjax.data.faces: the dlib detector wrapper on a real photo, one setting, the tracker."""
+
+import inspect
 
 import numpy as np
 import pytest
@@ -22,3 +24,39 @@ def test_no_face_in_a_flat_frame_and_bad_input_rejected():
     assert faces.detect_faces(np.full((120, 160, 3), 128, np.uint8)) == []
     with pytest.raises(ValueError, match="RGB"):
         faces.detect_faces(np.zeros((10, 10), np.uint8))
+
+
+def test_one_detector_setting_for_builder_and_predict():
+    from ffjax.inference import predict
+
+    assert faces.UPSAMPLE == 1 and predict.DEFAULT_UPSAMPLE == faces.UPSAMPLE
+    assert inspect.signature(faces.detect_faces).parameters["upsample"].default == faces.UPSAMPLE
+
+
+def test_tracker_finds_what_full_detection_finds_with_few_full_detections():
+    from ffjax.bench import faces as faces_bench
+
+    frames, boxes, _ = faces_bench.synthetic_clip(12, widths=(40, 80), size=(640, 360), seed=1)
+    tracker = faces.FaceTracker(keyframe_every=5)
+    tracked = [tracker(f) for f in frames]
+    assert tracker.full_detections == 3  # frames 0, 5 and 10: no face was lost in between
+    full = [faces.detect_faces(f) for f in frames]
+    np.testing.assert_array_equal(faces_bench._score(tracked, boxes), faces_bench._score(full, boxes))
+    assert faces_bench._score(tracked, boxes).tolist() == [1.0, 1.0]
+    for a, b in zip(tracked, full):  # the same faces, boxes within a few pixels
+        assert len(a) == len(b)
+        for x, y in zip(sorted(a), sorted(b)):
+            assert max(abs(p - q) for p, q in zip(x, y)) <= 0.25 * (y[2] - y[0])
+
+
+def test_a_lost_face_triggers_a_full_detection_on_the_next_frame():
+    from ffjax.bench import faces as faces_bench
+
+    frames, _, _ = faces_bench.synthetic_clip(4, widths=(80,), size=(480, 360), seed=2)
+    tracker = faces.FaceTracker(keyframe_every=100)
+    assert len(tracker(frames[0])) == 1
+    blank = np.full_like(frames[1], 128)
+    assert tracker(blank) == [] and tracker.full_detections == 1  # tracked, not found
+    assert len(tracker(frames[2])) == 1 and tracker.full_detections == 2  # found again in full
+    with pytest.raises(ValueError, match="keyframe_every"):
+        faces.FaceTracker(keyframe_every=0)

@@ -54,6 +54,9 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_integer("profile_steps", 0, "Profile this many extra steps per case and print where the time goes.", flag_values=fv)
     flags.DEFINE_string("trace_dir", "", "Profiler traces go to <trace_dir>/<case> (default: beside --out).", flag_values=fv)
     flags.DEFINE_string("out", "", "JSON results file (default: a new file under the temp folder).", flag_values=fv)
+    flags.DEFINE_bool("face_detection", False, "Only time and score face detection on generated 1920x1080 video "
+                      "(dlib every frame vs the tracker), with 6 faces of 40-320 px and with one 40 px face.", flag_values=fv)
+    flags.DEFINE_integer("keyframe_every", 25, "--face_detection: the tracker's full-detection interval.", flag_values=fv)
     flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
     return fv
 
@@ -183,6 +186,25 @@ def _measure_input(plan: dict, counts: list[int], num_batches: int, workers: int
     )
 
 
+def _face_detection(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
+    """`--face_detection`: dlib vs the tracker on generated full-HD clips; table and JSON."""
+    from ffjax.bench import faces as faces_bench  # imports no JAX, but dlib and the subjects: only here
+    from ffjax.bench import report  # imports JAX: after the flags (module docstring)
+
+    _print("[bench] face detection on generated 1920x1080 clips ...")
+    results = {
+        "six_faces": faces_bench.measure(num_frames=50, keyframe_every=fv.keyframe_every),
+        "one_face": faces_bench.measure(num_frames=50, keyframe_every=fv.keyframe_every, widths=(40,)),
+    }
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("faces_%Y%m%dT%H%M%S.json"))
+    payload = {"environment": report.environment(), "argv": argv, "face_detection": results, "out": out}
+    report.write_json(out, payload)
+    for name, result in results.items():
+        print(f"{name}: " + faces_bench.table(result) + "\n")
+    _print(f"[bench] results: {out}")
+    return payload
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs `ffjax bench` with command-line arguments (argv[0] is the program name).
 
@@ -205,6 +227,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"ffjax bench: {e}\nSee `ffjax bench --help`.") from None
     if len(rest) > 1:
         raise SystemExit(f"ffjax bench: unexpected arguments {rest[1:]}.")
+    if fv.face_detection:
+        return _face_detection(fv, argv)
     requested = _ints(fv.devices, "devices")
     want = fv.num_cpu_devices or max(requested, default=0)
     request_cpu_devices(want, explicit=bool(fv.num_cpu_devices))

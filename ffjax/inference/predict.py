@@ -32,9 +32,8 @@ from ffjax.inference import media, overlay
 from ffjax.inference.loading import LoadedModel, crop_settings, load_model
 from ffjax.platform import selection
 
-# dlib's frontal detector upsamples once in FF++'s official detect_from_video.py: it finds
-# faces down to ~40 px instead of ~80 px.
-DEFAULT_UPSAMPLE = 1
+# The builder's detector setting (ffjax.data.faces): one setting for training crops and here.
+DEFAULT_UPSAMPLE = faces_lib.UPSAMPLE
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -81,7 +80,8 @@ class Predictor:
     """Detects, crops and scores faces with a loaded model; compiled once per batch size."""
 
     def __init__(self, model: LoadedModel, *, batch_size: int | None = None, image_size: int | None = None,
-                 crop_scale: float | None = None, upsample: int = DEFAULT_UPSAMPLE, threshold: float | None = None):
+                 crop_scale: float | None = None, upsample: int = DEFAULT_UPSAMPLE, threshold: float | None = None,
+                 keyframe_every: int = 25):
         """Compiles the model's forward pass for fixed-size batches of face crops.
 
         Args:
@@ -91,6 +91,9 @@ class Predictor:
           image_size: crop side; default from the training dataset (see `crop_settings`).
           crop_scale: crop side / face box side; default from the training dataset.
           upsample: dlib upsampling passes (0 is faster, misses faces under ~80 px).
+          keyframe_every: on videos and frame folders, full-frame detection every this many
+            sampled frames and whenever a face is lost; known faces are re-detected near
+            where they were in between (`ffjax.data.faces.FaceTracker`); 1: every frame.
           threshold: fake decision threshold; default the config's `threshold`.
         """
         config = model.config
@@ -104,6 +107,9 @@ class Predictor:
         if upsample < 0:
             raise ValueError(f"--upsample={upsample} must be >= 0.")
         self.upsample = int(upsample)
+        if keyframe_every < 1:
+            raise ValueError(f"--keyframe_every={keyframe_every} must be >= 1.")
+        self.keyframe_every = int(keyframe_every)
         self.aggregation = config.get("video_aggregation", "mean")
         task, logits_fn = model.task, state_lib.predict_fn(model.graphdef, model.task)
 
@@ -194,11 +200,22 @@ class Predictor:
             entries.append(self._frame_entry(frame, score, source.kind))
             timers["write"] += time.perf_counter() - tick
 
+        tracker = faces_lib.FaceTracker(self.keyframe_every if source.kind != "image" else 1, self.upsample)
+        frames_iter = iter(media.iter_frames(source, every_n_frames, max_frames))
         try:
-            for index, name, rgb in media.iter_frames(source, every_n_frames, max_frames):
+            while True:
+                tick = time.perf_counter()
+                item = next(frames_iter, None)
+                timers["decode"] += time.perf_counter() - tick
+                if item is None:
+                    break
+                index, name, rgb = item
+                tick = time.perf_counter()
+                found = tracker(rgb)
+                timers["detect"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 frame = _Frame(index, name, rgb, [])
-                for box in faces_lib.detect_faces(rgb, self.upsample):
+                for box in found:
                     crop = crops.crop_face(rgb, None, box, self.crop_scale, self.image_size)
                     frame.faces.append(_Face(tuple(box), crop.crop_box, crop.clamped_box))
                     batch.append(crop.image)
@@ -207,7 +224,7 @@ class Predictor:
                     if len(batch) == self.batch_size:
                         dispatch()
                 pending.append(frame)
-                timers["detect"] += time.perf_counter() - tick
+                timers["crop"] += time.perf_counter() - tick
                 # Frames wait for their batch; a padded batch goes early so they never pile up.
                 if batch and len(pending) >= self.batch_size:
                     dispatch()
@@ -257,7 +274,8 @@ class Predictor:
             "kind": source.kind,
             "checkpoint": {"folder": str(self.model.folder), "step": self.model.step, "model": cfg.model, "task": self.model.task.name},
             "protocol": {
-                "face_detector": f"dlib frontal HOG, upsample={self.upsample}",
+                "face_detector": f"dlib frontal HOG, upsample={self.upsample}, full-frame every "
+                                 f"{self.keyframe_every} sampled frames, tracked in between",
                 "image_size": self.image_size,
                 "crop_scale": self.crop_scale,
                 "crop_settings_from": self.crop_from,
@@ -280,7 +298,9 @@ class Predictor:
                 "seconds": seconds,
                 "frames_per_second": len(entries) / run_seconds,
                 "compile_seconds": self.compile_seconds,
-                "detect_crop_seconds": timers["detect"],
+                "decode_seconds": timers["decode"],
+                "detect_seconds": timers["detect"],
+                "crop_seconds": timers["crop"],
                 "model_wait_seconds": timers["model_wait"],
                 "draw_write_seconds": timers["write"],
                 "batch_size": self.batch_size,
@@ -313,7 +333,8 @@ def predict(workdir, input_path, output_dir, *, checkpoint: str = "latest", ever
       every_n_frames: score frames 0, K, 2K, ...
       max_frames: stop after this many sampled frames.
       config: build the model from this config instead of the checkpoint's.
-      **options: `Predictor` options (batch_size, image_size, crop_scale, upsample, threshold).
+      **options: `Predictor` options (batch_size, image_size, crop_scale, upsample, threshold,
+        keyframe_every).
 
     Returns:
       The `Prediction` (its JSON record and the paths written).
@@ -337,6 +358,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, default=None, help="crop side (default: read from the training dataset)")
     parser.add_argument("--crop_scale", type=float, default=None, help="crop side / face box side (default: from the dataset)")
     parser.add_argument("--upsample", type=int, default=DEFAULT_UPSAMPLE, help="dlib upsampling: finds smaller faces, slower (default 1)")
+    parser.add_argument("--keyframe_every", type=int, default=25,
+                        help="full-frame face detection every K sampled frames, faces tracked in between (1: every frame)")
     parser.add_argument("--threshold", type=float, default=None, help="fake decision threshold (default: the config's threshold)")
     parser.add_argument("--config", default=None, help="config (name or file) to build the model from instead of the checkpoint's")
     return parser.parse_args(list(argv[1:]))
@@ -359,6 +382,7 @@ def run(argv) -> Prediction:
             args.workdir, args.input, args.output, checkpoint=args.checkpoint, every_n_frames=args.every_n_frames,
             max_frames=args.max_frames, batch_size=args.batch_size, image_size=args.image_size,
             crop_scale=args.crop_scale, upsample=args.upsample, threshold=args.threshold, config=config,
+            keyframe_every=args.keyframe_every,
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"ffjax predict: {e}") from None
