@@ -9,6 +9,7 @@ A model names its task (`Model.task`); `from_config` builds the object with its 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any, ClassVar
@@ -72,7 +73,7 @@ def classification_loss(logits: jax.Array, label: jax.Array) -> tuple[jax.Array,
     return bce, {"bce": bce}
 
 
-class Task:
+class Task(abc.ABC):
     """What every task provides (the methods are jit-compatible)."""
 
     name: ClassVar[str]
@@ -82,22 +83,22 @@ class Task:
         """The model's logits for uint8 images [B, H, W, 3]."""
         return forward(model, images, train=train, dtype=dtype)
 
+    @abc.abstractmethod
     def loss(self, logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
         """(loss, parts to log) of a batch (the architecture's batch dict)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def frame_score(self, logits: jax.Array) -> jax.Array:
         """float32 [B] in [0, 1]: each image's fake probability."""
-        raise NotImplementedError
 
     def pixel_probs(self, logits: jax.Array) -> jax.Array | None:
         """float32 [B, H, W] per-pixel fake probabilities, or None for a task without them."""
         return None
 
     @property
+    @abc.abstractmethod
     def frame_score_rule(self) -> str:
         """How `frame_score` is made, in words (reports and predict's JSON)."""
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -334,15 +334,21 @@ def test_target_without_fakes_is_boxed_by_the_face_detector(tmp_path):
             assert inter / union > 0.4, (record["face_box"], tree.face_box(a, frame))
 
 
-def test_deepfakedetection_groups_by_actor_and_scene(tree, tmp_path):
-    # DFD is not generated: lay out one original and one fake copied from the FF++ tree.
-    a, b = tree.split_pairs["train"][0]
+def _dfd_layout(tmp_path):
+    """An empty DeepFakeDetection layout: (root, actors, fakes, masks) folders."""
     root = tmp_path / "dfd"
     actors = root / "original_sequences/actors/c23/videos"
     fakes = root / "manipulated_sequences/DeepFakeDetection/c23/videos"
     masks = root / "manipulated_sequences/DeepFakeDetection/masks/videos"
     for folder in (actors, fakes, masks):
         folder.mkdir(parents=True)
+    return root, actors, fakes, masks
+
+
+def test_deepfakedetection_groups_by_actor_and_scene(tree, tmp_path):
+    # DFD is not generated: lay out one original and one fake copied from the FF++ tree.
+    a, b = tree.split_pairs["train"][0]
+    root, actors, fakes, masks = _dfd_layout(tmp_path)
     shutil.copy(tree.video(ffpp.ORIGINAL, "c23", a).path, actors / "01__walking.mp4")
     shutil.copy(tree.video("Face2Face", "c23", f"{a}_{b}").path, fakes / "01_02__walking__AB12CD.mp4")
     shutil.copy(_mask_file(tree, "Face2Face", f"{a}_{b}"), masks / "01_02__walking__AB12CD.mp4")
@@ -372,12 +378,7 @@ def test_deepfakedetection_fakes_never_straddle_splits(tree, tmp_path):
     v1, v2 = by_split["val"][:2]
     (s1,) = by_split["test"][:1]
     a, b = tree.split_pairs["train"][0]
-    root = tmp_path / "dfd"
-    actors = root / "original_sequences/actors/c23/videos"
-    fakes = root / "manipulated_sequences/DeepFakeDetection/c23/videos"
-    masks = root / "manipulated_sequences/DeepFakeDetection/masks/videos"
-    for folder in (actors, fakes, masks):
-        folder.mkdir(parents=True)
+    root, actors, fakes, masks = _dfd_layout(tmp_path)
     for actor in (t1, v1):
         shutil.copy(tree.video(ffpp.ORIGINAL, "c23", a).path, actors / f"{actor}__walking.mp4")
     kept = [f"{t1}_{t2}__walking__AB12CD",   # both actors in train
