@@ -97,6 +97,8 @@ def _parse(argv, prog: str = "ffjax build-data") -> argparse.Namespace:
     parser.add_argument("--mask_threshold", type=int, help="shipped mask threshold (default 15)")
     parser.add_argument("--diff_threshold", type=int, help="derived mask threshold (default 10)")
     parser.add_argument("--mask_mode", choices=("shipped", "derived", "shipped_or_derived"))
+    parser.add_argument("--crop_source", choices=("mask", "detector"),
+                        help="face boxes from the fakes' masks (default) or dlib on the original frame, as predict")
     parser.add_argument("--split_dir", help="folder with train/val/test.json (default: official)")
     parser.add_argument("--num_workers", type=int, help="decoding processes (default: all CPUs)")
     parser.add_argument(
@@ -122,7 +124,7 @@ def main(argv=None, prog: str = "ffjax build-data") -> int:
         key: getattr(args, key)
         for key in (
             "frames_per_video", "image_size", "crop_scale", "mask_threshold", "diff_threshold",
-            "mask_mode", "split_dir", "num_workers",
+            "mask_mode", "split_dir", "num_workers", "crop_source",
         )
         if getattr(args, key) is not None
     }

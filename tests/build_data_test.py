@@ -409,3 +409,50 @@ def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
         build_data.run(["ffjax build-data", "--manual_dir", str(tmp_path), "--data_dir", str(tmp_path),
                    "--mask_mode", "sometimes"])
     assert "ffjax build-data: error: argument --mask_mode" in capsys.readouterr().err
+
+
+def test_detector_crops_are_shared_by_a_video_and_its_fakes(tmp_path):
+    """`crop_source='detector'`: dlib on the original's frame (predict's rule) frames the
+    original and every fake of it identically, contains the true face, and a frame where the
+    original shows no face is skipped for the whole group, counted."""
+    tree = testing.make_ffpp_tree(
+        tmp_path / "ffpp", pairs=testing.official_pairs(2, 0, 0), methods=("Deepfakes", "NeuralTextures"),
+        num_frames=6, frame_size=(192, 144), seed=4,
+    )
+    builder = build_data.build_dataset(
+        tree.root, tmp_path / "tfds", methods=("Deepfakes", "NeuralTextures"), frames_per_video=3, image_size=32,
+        crop_source="detector", num_workers=0, verbose=False,
+    )
+    assert builder.builder_config.name.endswith("crop-detector")
+    records = _records(builder)["train"]
+    manifest = _manifest(builder, "train")
+    assert set(manifest["box_sources"]) == {"detector"}
+    by_target: dict = {}
+    for (vid, frame), record in records.items():
+        method, _, name = vid.split("/")
+        target = ffpp.target_of(method, name)
+        by_target.setdefault((target, frame), {})[record["label"]] = tuple(record["crop_box"])
+        # The crop holds nearly all of the true face: dlib's box runs from the brows to the
+        # chin, so 1.3x of it (FF++'s rule) cuts a little forehead (measured >= 0.89 here).
+        x0, y0, x1, y1 = record["crop_box"]
+        t0, u0, t1, u1 = tree.face_box(target, frame)
+        inter = max(0, min(x1, t1) - max(x0, t0)) * max(0, min(y1, u1) - max(y0, u0))
+        assert inter >= 0.85 * (t1 - t0) * (u1 - u0), (vid, frame, record["crop_box"], tree.face_box(target, frame))
+    boxes = {}
+    for (target, frame), _ in by_target.items():
+        crops_here = {tuple(r["crop_box"]) for (v, f), r in records.items()
+                      if f == frame and ffpp.target_of(v.split("/")[0], v.split("/")[2]) == target}
+        assert len(crops_here) == 1, (target, frame, crops_here)  # one framing for every label
+        boxes[(target, frame)] = crops_here
+    # Both labels are framed by the detector: no crop source belongs to one label only.
+    assert {label for labels in by_target.values() for label in labels} == {0, 1}
+    assert all(set(labels) == {0, 1} for labels in by_target.values())
+    # A frame without a detected face is skipped for the whole group (counted per file).
+    skipped = manifest["skipped"].get("no_face_box", [])
+    for entry in skipped:
+        path, frame = entry.rsplit("@", 1)
+        for vid, f in records:
+            method, _, name = vid.split("/")
+            same_file = pathlib.Path(path).name == f"{name}.mp4" and ("original_sequences" in path) == (method == "original")
+            assert not (same_file and f == int(frame)), entry
+    assert len(skipped) % 3 == 0  # an original and its two fakes at once

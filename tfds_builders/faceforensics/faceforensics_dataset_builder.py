@@ -55,7 +55,11 @@ class FaceforensicsConfig(tfds.core.BuilderConfig):
       num_workers: processes decoding videos; 0 decodes in the calling process, None uses
         every CPU. Does not change the data, so it is not part of the config name.
       face_detector_fallback: crop a target with no usable fake by dlib's face detector
-        (else its frames are skipped and counted).
+        (else its frames are skipped and counted); `crop_source='mask'` only.
+      crop_source: where the one face box per target and frame comes from: `mask` (the
+        group's fake masks, dlib as fallback) or `detector` (dlib on the original frame,
+        its size smoothed over the video; what `ffjax predict` does). Either way the box is
+        shared by the original and all its fakes.
     """
 
     compression: str = "c23"
@@ -69,6 +73,7 @@ class FaceforensicsConfig(tfds.core.BuilderConfig):
     split_dir: str | None = None
     num_workers: int | None = None
     face_detector_fallback: bool = True
+    crop_source: str = "mask"
 
     def data_fields(self) -> dict:
         """The settings that shape the data (everything but the worker count)."""
@@ -83,6 +88,7 @@ class FaceforensicsConfig(tfds.core.BuilderConfig):
             "mask_mode": self.mask_mode,
             "split_dir": self.split_dir,
             "face_detector_fallback": self.face_detector_fallback,
+            "crop_source": self.crop_source,
         }
 
 
@@ -95,6 +101,7 @@ _NAME_PARTS = (  # field, name prefix
     ("diff_threshold", "dthr"),
     ("mask_mode", "masks-"),
     ("face_detector_fallback", "detector"),
+    ("crop_source", "crop-"),
 )
 
 
@@ -141,6 +148,8 @@ def make_config(**overrides) -> FaceforensicsConfig:
         fields.pop(key)
     fields["compression"] = ffpp.canonical_compression(fields["compression"])
     fields["methods"] = ffpp.validate_methods(fields["methods"])
+    if fields["crop_source"] not in process.CROP_SOURCES:
+        raise ValueError(f"crop_source={fields['crop_source']!r}; use one of {process.CROP_SOURCES}")
     if fields["mask_mode"] not in plan_lib.MASK_MODES:
         raise ValueError(f"mask_mode={fields['mask_mode']!r}; use one of {plan_lib.MASK_MODES}")
     for key in ("frames_per_video", "image_size"):
@@ -294,6 +303,7 @@ folder it wrote as manual_dir:
             mask_threshold=config.mask_threshold,
             diff_threshold=config.diff_threshold,
             face_detector_fallback=config.face_detector_fallback,
+            crop_source=config.crop_source,
         )
         workers = self._num_workers()
         manifest = manifest_lib.SplitManifest(split_plan, config.data_fields(), workers)

@@ -25,6 +25,7 @@ BOX_PREFERENCE = (
     "Deepfakes",
 )
 DETECTOR = "detector"
+CROP_SOURCES = ("mask", "detector")
 
 # Manifest reasons decided while decoding.
 VIDEO_UNREADABLE = "video_unreadable"
@@ -47,6 +48,7 @@ class Options:
     mask_threshold: int
     diff_threshold: int
     face_detector_fallback: bool
+    crop_source: str = "mask"
 
 
 @dataclasses.dataclass
@@ -170,8 +172,32 @@ def _fake_masks(fake: plan_lib.FakeVideo, frames, original_frames, options, resu
     return out, "shipped" if fake.mask_path is not None else "derived"
 
 
+def _detector_boxes(original_frames) -> dict[int, tuple]:
+    """Boxes from dlib on the original's frames: `{index: (box, 'detector')}`.
+
+    The largest face of each frame; every box gets the median side of the video's detections
+    (a face does not change size between sampled frames; single detections jitter), centred
+    where that frame's face is. Frames without a face get no box (the group skips them).
+    """
+    found = {i: faces.detect_faces(frame) for i, frame in sorted(original_frames.items())}
+    found = {i: b[0] for i, b in found.items() if b}
+    if not found:
+        return {}
+    side = float(np.median([max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in found.values()]))
+    boxes = {}
+    for index, (x0, y0, x1, y1) in found.items():
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+        boxes[index] = (box, DETECTOR)
+    return boxes
+
+
 def _face_boxes(fake_masks, methods, original_frames, options) -> dict[int, tuple]:
     """One face box per frame index for the whole group: `{index: (box, source)}`."""
+    if options.crop_source == "detector":
+        # The same detector and crop rule as `ffjax predict`, on the original: its fakes
+        # share the box, so the framing cannot tell them apart.
+        return _detector_boxes(original_frames)
     boxes = {}
     order = sorted(fake_masks, key=lambda vid: (BOX_PREFERENCE.index(methods[vid]), vid))
     for vid in order:
