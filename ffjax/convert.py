@@ -250,6 +250,12 @@ def _flatten(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
+def flat_paths(*states) -> dict[str, Any]:
+    """ffjax parameter path ('encoder.stem.conv.kernel') -> leaf, over nnx States (params and
+    statistics, concrete or abstract): the target `convert_state_dict` maps onto."""
+    return {k: v for state_ in states for k, v in _flatten(state_.to_pure_dict())}
+
+
 def _set(tree: dict, path: str, value) -> None:
     *parents, leaf = path.split(".")
     node = tree
@@ -309,7 +315,7 @@ def run(argv) -> Conversion:
         config = configs.load(args.config)
         mesh = sharding.make_mesh(1)
         _, target, _ = state.abstract_model_state(config, mesh)
-        flat = {k: v for tree in (target["params"].to_pure_dict(), target["rest"].to_pure_dict()) for k, v in _flatten(tree)}
+        flat = flat_paths(target["params"], target["rest"])
         conversion = convert_state_dict(read_state_dict(args.input), config.model, flat)
     except (FileNotFoundError, ValueError, ImportError) as e:
         raise SystemExit(f"ffjax convert: {e}") from None

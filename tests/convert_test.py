@@ -160,7 +160,7 @@ def test_the_original_xception_file_layout():
     [O, I] and has a 1000-class `fc`: both are handled."""
     config = _config("xception_cls")
     _, target, _ = state_lib.abstract_model_state(config, sharding.make_mesh(1))
-    flat = {k: v for tree in (target["params"].to_pure_dict(), target["rest"].to_pure_dict()) for k, v in convert._flatten(tree)}
+    flat = convert.flat_paths(target["params"], target["rest"])
     state = {k: v.numpy() for k, v in timm.create_model("legacy_xception", num_classes=1000).state_dict().items()}
     squeezed = {k: v[:, :, 0, 0] if "pointwise" in k else v for k, v in state.items()}
     a = convert.convert_state_dict(state, "xception", flat)
@@ -195,7 +195,7 @@ def test_training_starts_from_init_from(tiny_dataset, tmp_path):
                        learning_rate=0.0, warmup_steps=0)
     model = state_lib.build_model(config, seed=7)  # other values than the run's own seed 0
     _, params, _ = nnx.split(model, nnx.Param, ...)
-    flat = dict(convert._flatten(params.to_pure_dict()))
+    flat = convert.flat_paths(params)
     np.savez(tmp_path / "start.npz", **{k: np.asarray(v) for k, v in flat.items()})
     with config.unlocked():
         config.init_from = str(tmp_path / "start.npz")
@@ -203,7 +203,7 @@ def test_training_starts_from_init_from(tiny_dataset, tmp_path):
     mesh = sharding.make_mesh()
     _, target, _ = state_lib.abstract_model_state(config, mesh)
     restored, _, step = checkpoints.restore_model_state(str(tmp_path / "run"), target)
-    got = dict(convert._flatten(restored["params"].to_pure_dict()))
+    got = convert.flat_paths(restored["params"])
     assert step == 1 and set(got) == set(flat)
     for key, value in flat.items():
         np.testing.assert_array_equal(np.asarray(got[key]), value, err_msg=key)
