@@ -95,10 +95,13 @@ def _parse(argv, prog: str = "ffjax build-data") -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, help="crop side in pixels (default 256)")
     parser.add_argument("--crop_scale", type=float, help="crop side / face box side (default 1.3)")
     parser.add_argument("--mask_threshold", type=int, help="shipped mask threshold (default 15)")
-    parser.add_argument("--diff_threshold", type=int, help="derived mask threshold (default 10)")
+    parser.add_argument("--diff_threshold", type=int, help="derived mask threshold (default: per compression, raw 3, c23 8, c40 12)")
     parser.add_argument("--mask_mode", choices=("shipped", "derived", "shipped_or_derived"))
-    parser.add_argument("--crop_source", choices=("mask", "detector"),
-                        help="face boxes from the fakes' masks (default) or dlib on the original frame, as predict")
+    parser.add_argument(
+        "--crop_source", choices=("detector", "mask"),
+        help="face boxes from dlib on the original frame, shared by its fakes, as predict "
+        "(default), or from the fakes' masks (for studies)",
+    )
     parser.add_argument("--split_dir", help="folder with train/val/test.json (default: official)")
     parser.add_argument("--num_workers", type=int, help="decoding processes (default: all CPUs)")
     parser.add_argument(

@@ -26,11 +26,12 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_ffpp(tmp_path_factory):
-    """A small FF++-shaped tree (5 official pairs, 4 methods, c23) written once per session."""
+    """A small FF++-shaped tree (5 official pairs, 4 methods, c23) written once per session, its
+    frames large enough (160x120: faces ~50 px) for dlib to frame them (detector crops)."""
     from ffjax.testing import make_ffpp_tree
 
     root = tmp_path_factory.mktemp("ffpp")
-    return make_ffpp_tree(root, num_frames=8, frame_size=(96, 72), seed=0)
+    return make_ffpp_tree(root, num_frames=8, frame_size=(160, 120), seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,8 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_string("out", "", "JSON results file (default: a new file under the temp folder).", flag_values=fv)
     flags.DEFINE_bool("face_detection", False, "Only time and score face detection on generated 1920x1080 video "
                       "(dlib every frame vs the tracker), with 6 faces of 40-320 px and with one 40 px face.", flag_values=fv)
+    flags.DEFINE_bool("derived_masks", False, "Only measure derived-mask IoU with the exact manipulated region "
+                      "on a generated x264 tree, per compression, method and threshold.", flag_values=fv)
     flags.DEFINE_integer("keyframe_every", 25, "--face_detection: the tracker's full-detection interval.", flag_values=fv)
     flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
     return fv
@@ -205,6 +207,22 @@ def _face_detection(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     return payload
 
 
+def _derived_masks(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
+    """`--derived_masks`: derived-mask IoU by compression, method and threshold; table and JSON."""
+    from ffjax.bench import derived_masks  # imports no JAX, but dlib and the generator: only here
+    from ffjax.bench import report  # imports JAX: after the flags (module docstring)
+
+    _print("[bench] derived masks on a generated tree (x264 c23/c40, each video on its own) ...")
+    result = derived_masks.measure()
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("derived_masks_%Y%m%dT%H%M%S.json"))
+    payload = {"environment": report.environment(), "argv": argv, "derived_masks": result, "out": out}
+    report.write_json(out, payload)
+    print(derived_masks.table(result))
+    print(f"(bold: the builder's threshold for that compression; {result['frames']} fake frames)")
+    _print(f"[bench] results: {out}")
+    return payload
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs `ffjax bench` with command-line arguments (argv[0] is the program name).
 
@@ -229,6 +247,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"ffjax bench: unexpected arguments {rest[1:]}.")
     if fv.face_detection:
         return _face_detection(fv, argv)
+    if fv.derived_masks:
+        return _derived_masks(fv, argv)
     requested = _ints(fv.devices, "devices")
     want = fv.num_cpu_devices or max(requested, default=0)
     request_cpu_devices(want, explicit=bool(fv.num_cpu_devices))

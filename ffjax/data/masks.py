@@ -20,6 +20,18 @@ MAX_BORDER_ON_FRACTION = 0.5
 # Why a mask frame is rejected (manifest reasons).
 MASK_EMPTY = "mask_empty"
 MASK_ALL_ON = "mask_inverted_or_all_on"
+MASK_OUTSIDE_FACE = "derived_mask_outside_face"
+
+# Derived-mask thresholds per compression (|fake - original| on the brightest channel, after a
+# 3x3 median), chosen from measurements (docs/protocol.md, "Masks"): raw from official FF++
+# example frames (2-3 best: IoU 0.80-0.84 with the shipped Deepfakes mask, 10 gives 0.60);
+# c23 and c40 from generated trees whose fake and original were x264-encoded separately
+# (`python -m ffjax.bench.derived_masks`): below these, compression noise fires; above, the
+# edges of the blend fall off.
+DIFF_THRESHOLDS = {"raw": 3, "c23": 8, "c40": 12}
+# A derived mask is kept only inside the face's crop window; a frame whose thresholded
+# difference lies mostly outside it is compression noise, not a manipulation, and is refused.
+MIN_INSIDE_FACE = 0.5
 
 
 def _max_channel(image: np.ndarray) -> np.ndarray:
@@ -84,21 +96,42 @@ def keep_large_components(mask: np.ndarray, min_relative_area: float = 0.1) -> n
     return np.isin(labels, keep).astype(np.uint8)
 
 
-def derive_mask(fake: np.ndarray, original: np.ndarray, threshold: int) -> np.ndarray:
+def diff_threshold(compression: str) -> int:
+    """The derived-mask threshold for an FF++ compression level (`raw`/`c0`, `c23`, `c40`)."""
+    key = "raw" if compression in ("raw", "c0") else compression
+    if key not in DIFF_THRESHOLDS:
+        raise ValueError(f"no derived-mask threshold for compression {compression!r}; "
+                         f"known: {sorted(DIFF_THRESHOLDS)} (or give diff_threshold).")
+    return DIFF_THRESHOLDS[key]
+
+
+def _window(shape, box) -> tuple[slice, slice]:
+    x0, y0, x1, y1 = box
+    height, width = shape
+    return slice(max(0, int(y0)), min(height, int(y1))), slice(max(0, int(x0)), min(width, int(x1)))
+
+
+def derive_mask(
+    fake: np.ndarray, original: np.ndarray, threshold: int, face_window=None
+) -> tuple[np.ndarray, float]:
     """Derives a mask from the difference between a fake frame and its target original's.
 
-    Fake and original were re-encoded separately, so the raw difference is noisy
-    everywhere; a 3x3 median (drops isolated noisy pixels without moving edges), a
-    threshold, an opening (removes specks), a closing (fills the region) and keeping the
-    large components leave the manipulated region.
+    Fake and original were encoded separately, so the raw difference is noisy everywhere;
+    a 3x3 median (drops isolated noisy pixels without moving edges), a threshold and an
+    opening (removes specks) leave candidate regions. Bounded to the face's window, a closing
+    (fills the region) and keeping the large components leave the manipulated region.
 
     Args:
       fake: uint8 [H, W, 3] fake frame.
       original: uint8 [H, W, 3] the same frame index of the target original.
       threshold: 0-255 on the median-filtered per-pixel max channel difference.
+      face_window: `(x0, y0, x1, y1)` the mask is bounded to (the crop window of the face),
+        or None for the whole frame.
 
     Returns:
-      uint8 [H, W] 0/1 mask.
+      `(mask, inside)`: uint8 [H, W] 0/1 mask (zero outside `face_window`), and the fraction of
+      the opened difference that lay inside the window (1.0 without a window or without any
+      difference). A low `inside` means the difference is mostly noise elsewhere.
     """
     if fake.shape != original.shape:
         raise ValueError(f"fake {fake.shape} and original {original.shape} frames differ in size")
@@ -108,8 +141,16 @@ def derive_mask(fake: np.ndarray, original: np.ndarray, threshold: int) -> np.nd
     k = max(3, (min(mask.shape) // 64) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    inside = 1.0
+    if face_window is not None:
+        total = int(cv2.countNonZero(mask))
+        bounded = np.zeros_like(mask)
+        window = _window(mask.shape, face_window)
+        bounded[window] = mask[window]
+        inside = int(cv2.countNonZero(bounded)) / total if total else 1.0
+        mask = bounded
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
-    return keep_large_components(mask)
+    return keep_large_components(mask), inside
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

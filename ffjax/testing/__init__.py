@@ -4,6 +4,7 @@ from ffjax.testing.forgeries import DIFF_THRESHOLD, METHODS
 from ffjax.testing.regions import RegionTrack
 from ffjax.testing.subjects import default_real_subjects, draw_face
 from ffjax.testing.tree import (
+    CRF,
     FakeTree,
     FakeVideo,
     load_official_splits,
@@ -13,6 +14,7 @@ from ffjax.testing.tree import (
 from ffjax.testing.videos import corrupt_file, read_video, truncate_mask_video, write_video
 
 __all__ = [
+    "CRF",
     "DIFF_THRESHOLD",
     "METHODS",
     "FakeTree",

@@ -65,8 +65,11 @@ def draw_face(rng: np.random.Generator) -> np.ndarray:
     _ellipse(img, size, (0.5, 0.1), (0.52, rng.uniform(0.14, 0.22)), hair, rng.uniform(-8, 8))
     for eye in (LEFT_EYE, RIGHT_EYE):
         side = -1 if eye is LEFT_EYE else 1
+        # Shadowed eye sockets and full brows: the dark-band-over-bright-cheeks pattern a
+        # HOG face detector keys on (thin brows over an unshaded face are often missed).
+        _ellipse(img, size, (eye[0], eye[1] - 0.01), (0.13, 0.07), skin * 0.72)
         brow = (eye[0], eye[1] - rng.uniform(0.07, 0.1))
-        _ellipse(img, size, brow, (0.11, 0.018), hair * 0.8, side * rng.uniform(3, 10))
+        _ellipse(img, size, brow, (0.12, 0.03), hair * 0.6, side * rng.uniform(3, 10))
         _ellipse(img, size, eye, (0.09, 0.04), (235.0, 235.0, 230.0))
         _ellipse(img, size, eye, (0.04, 0.034), iris)
         _ellipse(img, size, eye, (0.018, 0.015), (15.0, 10.0, 10.0))

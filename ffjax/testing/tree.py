@@ -11,7 +11,6 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ffjax.testing import forgeries
@@ -23,9 +22,10 @@ from ffjax.testing.videos import write_video
 ORIGINAL = "original"
 SPLITS = ("train", "val", "test")
 DEFAULT_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
-# raw (alias c0) is lossless like FF++'s CRF 0; c40 is degraded before the lossy codec.
+# raw (alias c0) is lossless like FF++'s CRF 0; c23 and c40 are x264 at CRF 23 and 40, as
+# FF++ encodes them, every video on its own.
 COMPRESSIONS = ("raw", "c0", "c23", "c40")
-_C40_JPEG_QUALITY = 30
+CRF = {"c23": 23, "c40": 40}
 _ID = re.compile(r"[A-Za-z0-9]+")
 
 
@@ -241,20 +241,10 @@ def _seed(*parts) -> list[int]:
     return [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
 
 
-def _degrade(frames: np.ndarray) -> np.ndarray:
-    """c40 stand-in: the wheel's codec has no quality knob, so JPEG-compress frames first."""
-    out = np.empty_like(frames)
-    for i, f in enumerate(frames):
-        bgr = cv2.cvtColor(f, cv2.COLOR_RGB2BGR)
-        _, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, _C40_JPEG_QUALITY])
-        out[i] = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return out
-
-
 def _write(path: Path, frames: np.ndarray, compression: str, fps: float) -> Path:
-    if compression == "c40":
-        frames = _degrade(frames)
-    return write_video(path, frames, fps, lossless=compression in ("raw", "c0"))
+    if compression in CRF:
+        return write_video(path, frames, fps, crf=CRF[compression])
+    return write_video(path, frames, fps, lossless=True)
 
 
 def _paths(root: Path, method: str, compression: str, name: str) -> Path:
@@ -298,7 +288,8 @@ def make_ffpp_tree(
       methods: manipulation methods to write, from
         ('Deepfakes', 'Face2Face', 'FaceSwap', 'NeuralTextures', 'FaceShifter').
       compressions: compression folder names among 'raw', 'c0' (lossless FFV1, like FF++'s
-        CRF 0), 'c23' (lossy mp4v) and 'c40' (JPEG-degraded, then mp4v).
+        CRF 0), 'c23' and 'c40' (H.264, x264 at CRF 23 and 40, each video encoded on its own
+        as in FF++).
       num_frames: frames per video.
       frame_size: (width, height), both even and >= 32.
       fps: frame rate written in every video.

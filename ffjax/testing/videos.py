@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-# 'mp4v' (MPEG-4 Part 2) is the lossy codec the opencv wheel can encode (no H.264 encoder
-# ships in it). FFV1 in an mp4 container is lossless and decodes with the same OpenCV build,
-# which mirrors FF++'s raw level (x264 CRF 0, lossless).
+# FF++ encodes its c23 and c40 levels with x264 at CRF 23 and 40, each video on its own (a fake
+# and its original carry different compression noise). The opencv wheel encodes no H.264, so
+# `crf` goes through the ffmpeg binary imageio-ffmpeg ships (with libx264); OpenCV decodes it.
+# 'mp4v' (MPEG-4 Part 2) is the lossy codec the opencv wheel writes itself (mask videos).
+# FFV1 in an mp4 container is lossless and decodes with the same OpenCV build, which mirrors
+# FF++'s raw level (x264 CRF 0, lossless).
 LOSSY_CODEC = "mp4v"
 LOSSLESS_CODEC = "FFV1"
+H264_CODEC = "libx264"
 
 
 def _as_rgb_frames(frames, path: Path) -> np.ndarray:
@@ -33,7 +38,31 @@ def _as_rgb_frames(frames, path: Path) -> np.ndarray:
     return frames
 
 
-def write_video(path, frames_rgb, fps: float = 10.0, *, lossless: bool = False) -> Path:
+def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int) -> Path:
+    """x264 at a constant rate factor, yuv420p (what FF++'s c23/c40 videos are)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as e:
+        raise ImportError(
+            f"{path}: writing H.264 (crf={crf}) needs the ffmpeg binary of imageio-ffmpeg "
+            "(a dependency of ffjax): pip install imageio-ffmpeg."
+        ) from e
+    height, width = frames.shape[1:3]
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}",
+        "-i", "-", "-c:v", H264_CODEC, "-preset", "medium", "-crf", str(int(crf)),
+        "-pix_fmt", "yuv420p", "-threads", "1", str(path),
+    ]
+    done = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
+    if done.returncode != 0:
+        raise OSError(f"{path}: ffmpeg failed ({' '.join(command)}): {done.stderr.decode()[-2000:]}")
+    return path
+
+
+def write_video(
+    path, frames_rgb, fps: float = 10.0, *, lossless: bool = False, crf: int | None = None
+) -> Path:
     """Writes frames to an mp4 file the way the generator does.
 
     Args:
@@ -41,6 +70,7 @@ def write_video(path, frames_rgb, fps: float = 10.0, *, lossless: bool = False) 
       frames_rgb: uint8 [T, H, W, 3] RGB frames (or [T, H, W] grey), H and W even.
       fps: frame rate stored in the container.
       lossless: FFV1 (exact pixels) instead of the lossy 'mp4v' codec.
+      crf: H.264 (x264) at this constant rate factor instead (FF++: 23 for c23, 40 for c40).
 
     Returns:
       The path written.
@@ -49,7 +79,11 @@ def write_video(path, frames_rgb, fps: float = 10.0, *, lossless: bool = False) 
     frames = _as_rgb_frames(frames_rgb, path)
     if not fps > 0:
         raise ValueError(f"{path}: fps must be > 0, got {fps}.")
+    if lossless and crf is not None:
+        raise ValueError(f"{path}: lossless and crf={crf} exclude each other.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if crf is not None:
+        return _write_h264(path, frames, fps, crf)
     height, width = frames.shape[1:3]
     codec = LOSSLESS_CODEC if lossless else LOSSY_CODEC
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height))

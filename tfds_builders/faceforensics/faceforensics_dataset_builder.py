@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
-from ffjax.data import ffpp
+from ffjax.data import ffpp, masks
 from tfds_builders.faceforensics import manifest as manifest_lib
 from tfds_builders.faceforensics import plan as plan_lib
 from tfds_builders.faceforensics import process
@@ -48,7 +48,8 @@ class FaceforensicsConfig(tfds.core.BuilderConfig):
       image_size: side of the square crops (256 for U-Nets, 299 for Xception).
       crop_scale: crop side as a multiple of the face box's longer side.
       mask_threshold: a shipped mask pixel is on above this (0-255, brightest channel).
-      diff_threshold: a derived mask pixel is on where |fake - original| exceeds this.
+      diff_threshold: a derived mask pixel is on where |fake - original| exceeds this; None
+        for the measured threshold of the compression (`masks.DIFF_THRESHOLDS`).
       mask_mode: `shipped` (masks folders required), `derived` (always from the
         difference to the original) or `shipped_or_derived` (derive where none is shipped).
       split_dir: folder with official train/val/test.json; None for the packaged ones.
@@ -56,10 +57,11 @@ class FaceforensicsConfig(tfds.core.BuilderConfig):
         every CPU. Does not change the data, so it is not part of the config name.
       face_detector_fallback: crop a target with no usable fake by dlib's face detector
         (else its frames are skipped and counted); `crop_source='mask'` only.
-      crop_source: where the one face box per target and frame comes from: `mask` (the
-        group's fake masks, dlib as fallback) or `detector` (dlib on the original frame,
-        its size smoothed over the video; what `ffjax predict` does). Either way the box is
-        shared by the original and all its fakes.
+      crop_source: where the one face box per target and frame comes from: `detector`
+        (default: dlib on the original frame, its size smoothed over the video; what
+        `ffjax predict` does; derived masks are bounded to the crop) or `mask` (for
+        studies: the group's fake masks, dlib as fallback). Either way the box is shared by
+        the original and all its fakes.
     """
 
     compression: str = "c23"
@@ -68,12 +70,12 @@ class FaceforensicsConfig(tfds.core.BuilderConfig):
     image_size: int = 256
     crop_scale: float = 1.3
     mask_threshold: int = 15
-    diff_threshold: int = 10
+    diff_threshold: int | None = None
     mask_mode: str = "shipped_or_derived"
     split_dir: str | None = None
     num_workers: int | None = None
     face_detector_fallback: bool = True
-    crop_source: str = "mask"
+    crop_source: str = "detector"
 
     def data_fields(self) -> dict:
         """The settings that shape the data (everything but the worker count)."""
@@ -158,7 +160,7 @@ def make_config(**overrides) -> FaceforensicsConfig:
     if not 0 < float(fields["crop_scale"]) <= 4:
         raise ValueError(f"crop_scale must be in (0, 4], got {fields['crop_scale']}")
     for key in ("mask_threshold", "diff_threshold"):
-        if not 0 <= int(fields[key]) < 255:
+        if fields[key] is not None and not 0 <= int(fields[key]) < 255:
             raise ValueError(f"{key} must be in [0, 255), got {fields[key]}")
     if fields["split_dir"] is not None:
         fields["split_dir"] = str(Path(fields["split_dir"]).expanduser().resolve())
@@ -205,8 +207,12 @@ def _run_groups(work, groups, workers: int):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for FaceForensics++ face crops with manipulation masks."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "2.0.0": "Crops framed by dlib on the original frame (shared by its fakes, as predict "
+        "frames faces); derived masks bounded to the crop, with per-compression thresholds.",
+    }
     BUILDER_CONFIGS = [
         make_config(compression=c, methods=m)
         for c in ("c23", "c40", "raw")
@@ -301,12 +307,17 @@ folder it wrote as manual_dir:
             image_size=config.image_size,
             crop_scale=config.crop_scale,
             mask_threshold=config.mask_threshold,
-            diff_threshold=config.diff_threshold,
+            diff_threshold=(
+                masks.diff_threshold(config.compression)
+                if config.diff_threshold is None else config.diff_threshold
+            ),
             face_detector_fallback=config.face_detector_fallback,
             crop_source=config.crop_source,
         )
         workers = self._num_workers()
-        manifest = manifest_lib.SplitManifest(split_plan, config.data_fields(), workers)
+        # The manifest records the threshold actually used, not None.
+        fields = dict(config.data_fields(), diff_threshold=options.diff_threshold)
+        manifest = manifest_lib.SplitManifest(split_plan, fields, workers)
         work = functools.partial(process.process_group, options=options)
         with tqdm.tqdm(
             total=len(split_plan.groups), unit=" targets",

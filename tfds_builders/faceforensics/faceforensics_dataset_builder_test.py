@@ -16,7 +16,7 @@ from tfds_builders.faceforensics import faceforensics_dataset_builder as ff_buil
 def dummy_dir(tmp_path_factory):
     tree = testing.make_ffpp_tree(
         tmp_path_factory.mktemp("dummy_data"), pairs=testing.official_pairs(1, 1, 1),
-        num_frames=6, frame_size=(96, 64),
+        num_frames=6, frame_size=(160, 120),  # faces ~50 px: dlib frames them
     )
     return tree.root
 
@@ -38,7 +38,7 @@ def test_builder_on_dummy_data(dummy_dir, tmp_path):
     labels = np.array([source[i]["label"] for i in range(len(source))])
     assert (labels == 1).sum() == 16 and (labels == 0).sum() == 4
     for name in ("manifest_train.json", "manifest_val.json", "manifest_test.json"):
-        assert (tmp_path / "faceforensics" / config.name / "1.0.0" / name).is_file()
+        assert (tmp_path / "faceforensics" / config.name / "2.0.0" / name).is_file()
 
 
 def test_registered_configs_and_names():
@@ -48,5 +48,7 @@ def test_registered_configs_and_names():
     assert ff_builder.make_config(compression="c0").name == "raw"
     assert ff_builder.make_config(image_size=299, crop_scale=1.5).name == "c23_size299_scale1p5"
     assert ff_builder.make_config(methods=["FaceShifter"], num_workers=3).name == "c23_FSh"
+    assert ff_builder.make_config(crop_source="mask", diff_threshold=5).name == "c23_dthr5_crop-mask"
+    assert ff_builder.Builder.builder_configs["c23"].crop_source == "detector"
     with pytest.raises(ValueError, match="mask_mode"):
         ff_builder.make_config(mask_mode="maybe")

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ffjax.data import ffpp
+from ffjax.data import ffpp, masks
 from tfds_builders.faceforensics import plan as plan_lib
 from tfds_builders.faceforensics import process
 
@@ -31,6 +31,7 @@ class SplitManifest:
         self.mask_pixels: dict[str, list[int]] = {}
         self.mask_sources: dict[str, int] = {}
         self.box_sources: dict[str, int] = {}
+        self.box_sources_by_label: dict[str, dict[str, int]] = {}
         self.frames_decoded = 0
         self.examples = 0
         self._start = time.perf_counter()
@@ -48,6 +49,10 @@ class SplitManifest:
             self.mask_sources[source] = self.mask_sources.get(source, 0) + n
         for source, n in result.box_sources.items():
             self.box_sources[source] = self.box_sources.get(source, 0) + n
+        for label, counts in result.box_sources_by_label.items():
+            mine = self.box_sources_by_label.setdefault(label, {})
+            for source, n in counts.items():
+                mine[source] = mine.get(source, 0) + n
         self.frames_decoded += result.frames_decoded
         self.examples += len(result.examples)
 
@@ -71,6 +76,11 @@ class SplitManifest:
             },
             "mask_sources": dict(sorted(self.mask_sources.items())),
             "box_sources": dict(sorted(self.box_sources.items())),
+            "box_sources_by_label": {
+                label: dict(sorted(counts.items()))
+                for label, counts in sorted(self.box_sources_by_label.items())
+            },
+            "one_label_box_sources": one_label_box_sources(self.box_sources_by_label),
             "skipped_counts": {r: len(v) for r, v in sorted(self.skipped.items())},
             "kept": {vid: sorted(frames) for vid, frames in sorted(self.kept.items())},
             "skipped": {r: sorted(v, key=_entry_order) for r, v in sorted(self.skipped.items())},
@@ -88,6 +98,18 @@ class SplitManifest:
         path = Path(folder) / MANIFEST_PATTERN.format(split=self.plan.split)
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return path
+
+
+def one_label_box_sources(by_label: dict[str, dict[str, int]]) -> list[str]:
+    """Box sources that framed only real or only fake crops: the framing leaks the label.
+
+    `crop_source='mask'` boxes every fake by its mask, so any dlib fallback box there is
+    real-only; detector crops frame both labels alike.
+    """
+    real, fake = set(by_label.get("real", {})), set(by_label.get("fake", {}))
+    if not real or not fake:
+        return []  # a split with one label has nothing to leak between labels
+    return sorted(real ^ fake)
 
 
 def read_manifests(dataset_dir) -> dict[str, dict]:
@@ -130,6 +152,18 @@ def format_summary(manifests: dict[str, dict], dataset_dir=None) -> str:
             f"  mask source: {_fmt_counts(m['mask_sources'])}; "
             f"face box from: {_fmt_counts(m['box_sources'])}",
         ]
+        if m.get("one_label_box_sources"):
+            lines.append(
+                f"  WARNING: face boxes from {', '.join(m['one_label_box_sources'])} framed one "
+                "label only: a model can learn the label from the framing (use crop_source="
+                "detector)"
+            )
+        outside = m["skipped_counts"].get(masks.MASK_OUTSIDE_FACE, 0)
+        if outside:
+            lines.append(
+                f"  WARNING: {outside} derived masks lay mostly outside the face crop "
+                "(compression noise, not a manipulation) and were refused; see skipped."
+            )
         if timing:
             lines.append(
                 f"  speed: {timing['examples_per_second']} frames/s "

@@ -48,7 +48,7 @@ class Options:
     mask_threshold: int
     diff_threshold: int
     face_detector_fallback: bool
-    crop_source: str = "mask"
+    crop_source: str = DETECTOR
 
 
 @dataclasses.dataclass
@@ -63,6 +63,8 @@ class GroupResult:
       mask_pixels: method -> [mask pixels on, pixels] over the kept crops.
       mask_sources: `shipped`/`derived`/`none` -> examples.
       box_sources: method (or `detector`) the face box came from -> examples.
+      box_sources_by_label: `real`/`fake` -> the same counts split by label (a source used
+        for one label only would let the framing give the label away).
       frames_decoded: video and mask frames decoded.
     """
 
@@ -73,6 +75,7 @@ class GroupResult:
     mask_pixels: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     mask_sources: dict[str, int] = dataclasses.field(default_factory=dict)
     box_sources: dict[str, int] = dataclasses.field(default_factory=dict)
+    box_sources_by_label: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     frames_decoded: int = 0
 
     def skip(self, reason: str, path, frame: int | None = None) -> None:
@@ -137,8 +140,12 @@ def _decode_videos(task: plan_lib.GroupTask, options: Options, result: GroupResu
     return decoded
 
 
-def _fake_masks(fake: plan_lib.FakeVideo, frames, original_frames, options, result):
+def _fake_masks(fake: plan_lib.FakeVideo, frames, original_frames, windows, options, result):
     """Binary masks of a fake's decoded frames, from its mask video or derived.
+
+    `windows` maps frame index -> the crop window of the group's face box, when boxes come
+    before masks (detector crops): a derived mask is bounded to it, and refused when most of
+    the difference lies outside it.
 
     Returns:
       `({frame_index: uint8 0/1 mask}, source)` with only the frames whose mask is usable.
@@ -163,7 +170,12 @@ def _fake_masks(fake: plan_lib.FakeVideo, frames, original_frames, options, resu
             if index not in original_frames:
                 result.skip(NO_ORIGINAL_FRAME, fake.ref.path, index)
                 continue
-            mask = masks.derive_mask(frame, original_frames[index], options.diff_threshold)
+            mask, inside = masks.derive_mask(
+                frame, original_frames[index], options.diff_threshold, windows.get(index)
+            )
+            if inside < masks.MIN_INSIDE_FACE:
+                result.skip(masks.MASK_OUTSIDE_FACE, fake.ref.path, index)
+                continue
         problem = masks.check_mask(mask)
         if problem:
             result.skip(problem, fake.mask_path or fake.ref.path, index)
@@ -192,12 +204,8 @@ def _detector_boxes(original_frames) -> dict[int, tuple]:
     return boxes
 
 
-def _face_boxes(fake_masks, methods, original_frames, options) -> dict[int, tuple]:
-    """One face box per frame index for the whole group: `{index: (box, source)}`."""
-    if options.crop_source == "detector":
-        # The same detector and crop rule as `ffjax predict`, on the original: its fakes
-        # share the box, so the framing cannot tell them apart.
-        return _detector_boxes(original_frames)
+def _mask_boxes(fake_masks, methods, original_frames, options) -> dict[int, tuple]:
+    """`crop_source='mask'` (studies): one box per frame index from the group's fake masks."""
     boxes = {}
     order = sorted(fake_masks, key=lambda vid: (BOX_PREFERENCE.index(methods[vid]), vid))
     for vid in order:
@@ -237,15 +245,23 @@ def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
     result = GroupResult(task.target)
     decoded = _decode_videos(task, options, result)
     original_frames = decoded.get(task.original.video_id, {}) if task.original else {}
+    boxes, windows = {}, {}
+    if options.crop_source == DETECTOR:
+        # The same detector and crop rule as `ffjax predict`, on the original: its fakes
+        # share the box, so the framing cannot tell them apart, and derived masks are bounded
+        # to the window the crop shows.
+        boxes = _detector_boxes(original_frames)
+        windows = {i: crops.square_window(box, options.crop_scale) for i, (box, _) in boxes.items()}
     fake_masks, sources, methods = {}, {}, {}
     for fake in task.fakes:
         vid = fake.ref.video_id
         if vid in decoded:
             fake_masks[vid], sources[vid] = _fake_masks(
-                fake, decoded[vid], original_frames, options, result
+                fake, decoded[vid], original_frames, windows, options, result
             )
             methods[vid] = fake.ref.method
-    boxes = _face_boxes(fake_masks, methods, original_frames, options)
+    if options.crop_source != DETECTOR:
+        boxes = _mask_boxes(fake_masks, methods, original_frames, options)
     refs = ([task.original] if task.original else []) + [f.ref for f in task.fakes]
     for ref in refs:
         if ref.video_id not in decoded:
@@ -284,4 +300,6 @@ def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
             pixels[1] += int(crop.mask.size)
             result.mask_sources[mask_source] = result.mask_sources.get(mask_source, 0) + 1
             result.box_sources[box_source] = result.box_sources.get(box_source, 0) + 1
+            by_label = result.box_sources_by_label.setdefault("fake" if is_fake else "real", {})
+            by_label[box_source] = by_label.get(box_source, 0) + 1
     return result
