@@ -23,7 +23,18 @@ def test_detects_the_astronaut_face_largest_first():
 def test_no_face_in_a_flat_frame_and_bad_input_rejected():
     assert faces.detect_faces(np.full((120, 160, 3), 128, np.uint8)) == []
     with pytest.raises(ValueError, match="RGB"):
-        faces.detect_faces(np.zeros((10, 10), np.uint8))
+        faces.detect_faces(np.zeros((10, 10), np.float32))
+    with pytest.raises(ValueError, match="RGB"):
+        faces.detect_faces(np.zeros((10, 10, 4), np.uint8))
+
+
+def test_grey_frames_find_the_faces_colour_frames_do():
+    """dlib runs on the grey image (as FF++'s detect_from_video.py): the same faces, faster."""
+    from skimage import data
+
+    image = data.astronaut()
+    assert faces.detect_faces(image) == faces.detect_faces(faces.grey(image))
+    assert len(faces.detect_faces(image)) == 1
 
 
 def test_one_detector_setting_for_builder_and_predict():

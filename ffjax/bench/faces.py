@@ -75,7 +75,7 @@ def _score(found_per_frame, boxes) -> np.ndarray:
     return hits / len(boxes)
 
 
-def measure(num_frames: int = 30, keyframe_every: int = 25, full_frames: int = 3, seed: int = 0,
+def measure(num_frames: int = 100, keyframe_every: int = faces.KEYFRAME_EVERY, full_frames: int = 3, seed: int = 0,
             widths=FACE_WIDTHS) -> dict:
     """Times and scores full detection (on `full_frames` frames) and tracking (all frames).
 

@@ -81,7 +81,7 @@ class Predictor:
 
     def __init__(self, model: LoadedModel, *, batch_size: int | None = None, image_size: int | None = None,
                  crop_scale: float | None = None, upsample: int = DEFAULT_UPSAMPLE, threshold: float | None = None,
-                 keyframe_every: int = 25):
+                 keyframe_every: int = faces_lib.KEYFRAME_EVERY):
         """Compiles the model's forward pass for fixed-size batches of face crops.
 
         Args:
@@ -358,7 +358,7 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, default=None, help="crop side (default: read from the training dataset)")
     parser.add_argument("--crop_scale", type=float, default=None, help="crop side / face box side (default: from the dataset)")
     parser.add_argument("--upsample", type=int, default=DEFAULT_UPSAMPLE, help="dlib upsampling: finds smaller faces, slower (default 1)")
-    parser.add_argument("--keyframe_every", type=int, default=25,
+    parser.add_argument("--keyframe_every", type=int, default=faces_lib.KEYFRAME_EVERY,
                         help="full-frame face detection every K sampled frames, faces tracked in between (1: every frame)")
     parser.add_argument("--threshold", type=float, default=None, help="fake decision threshold (default: the config's threshold)")
     parser.add_argument("--config", default=None, help="config (name or file) to build the model from instead of the checkpoint's")
