@@ -13,6 +13,7 @@ from ffjax import testing
 from ffjax import build_data
 from ffjax.data import crops, ffpp, store, video
 from tfds_builders.faceforensics import manifest as manifest_lib
+from tfds_builders.faceforensics import process
 from tests.helpers import built_manifest as _manifest
 from tests.helpers import built_records as _records
 from tests.helpers import mask_file as _mask_file
@@ -367,6 +368,34 @@ def test_mask_crops_box_a_target_without_fakes_by_the_detector_and_flag_the_leak
             inter = max(0, min(x1, t1) - max(x0, t0)) * max(0, min(y1, u1) - max(y0, u0))
             union = (x1 - x0) * (y1 - y0) + (t1 - t0) * (u1 - u0) - inter
             assert inter / union > 0.4, (record["face_box"], tree.face_box(a, frame))
+
+
+def test_mask_crops_that_frame_no_face_are_refused(tmp_path):
+    """`crop_source='mask'`: a mask box away from the face the original shows (what
+    background noise in a derived mask makes) is not a face crop: the frame is skipped for the
+    whole group and counted as `crop_not_a_face`."""
+    assert process.frames_a_face((10, 10, 60, 70), (20, 20, 50, 60))
+    assert not process.frames_a_face((0, 0, 200, 200), (20, 20, 50, 60))  # a studio-wide window
+    assert not process.frames_a_face((100, 10, 160, 70), (20, 20, 50, 60))  # beside the face
+    astronaut = testing.default_real_subjects()[0]
+    tree = testing.make_ffpp_tree(
+        tmp_path / "ffpp", pairs=testing.official_pairs(0, 1, 0), methods=("Face2Face",),
+        num_frames=6, frame_size=(320, 240), subjects=[astronaut],
+    )
+    (a, b), = tree.split_pairs["val"]
+    mask = _mask_file(tree, "Face2Face", f"{a}_{b}")
+    frames = np.zeros_like(testing.read_video(mask))
+    frames[:, 180:230, 10:60] = 255  # the bottom-left corner: no face there
+    testing.write_video(mask, frames)
+    builder = build_data.build_dataset(
+        tree.root, tmp_path / "tfds", methods=("Face2Face",), frames_per_video=2, image_size=32,
+        crop_source="mask", num_workers=0, verbose=False,
+    )
+    manifest = _manifest(builder, "val")
+    refused = manifest["skipped"]["crop_not_a_face"]
+    fake, original = tree.video("Face2Face", "c23", f"{a}_{b}").path, tree.video(ffpp.ORIGINAL, "c23", a).path
+    assert sorted(refused) == sorted(f"{p}@{f}" for p in (fake, original) for f in (1, 4))
+    assert f"original/c23/{b}" in manifest["kept"]  # the other target frames its face
 
 
 def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):

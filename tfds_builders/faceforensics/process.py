@@ -36,6 +36,11 @@ MASK_FRAME_MISSING = "mask_frame_missing"
 MASK_SIZE_MISMATCH = "mask_size_mismatch"
 NO_ORIGINAL_FRAME = "no_original_frame_to_derive_mask"
 NO_FACE_BOX = "no_face_box"
+CROP_NOT_A_FACE = "crop_not_a_face"
+# A mask box frames a face when dlib's face on the original is centred inside it and the box
+# is at most this many times the face's side (the Deepfakes rectangle is ~1-1.5x; a
+# background-noise mask on real c23 NeuralTextures gave a ~5x window).
+MAX_MASK_BOX_PER_FACE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +244,30 @@ def _mask_boxes(fake_masks, methods, original_frames, options) -> dict[int, tupl
     return boxes
 
 
+def frames_a_face(box, face) -> bool:
+    """Whether a mask box frames the face dlib found: centred on it and not much larger."""
+    x0, y0, x1, y1 = box
+    f0, g0, f1, g1 = face
+    cx, cy = (f0 + f1) / 2, (g0 + g1) / 2
+    inside = x0 <= cx < x1 and y0 <= cy < y1
+    return inside and max(x1 - x0, y1 - y0) <= MAX_MASK_BOX_PER_FACE * max(f1 - f0, g1 - g0)
+
+
+def _drop_misframed(boxes, original_frames) -> tuple[dict, set]:
+    """`crop_source='mask'`: mask boxes that do not frame the original's face are dropped.
+
+    Returns:
+      (boxes kept, frame indices whose mask box framed no face). Frames with no face found
+      keep their box: a study of mask crops may want faces dlib misses.
+    """
+    faces_found = _detector_boxes(original_frames) if original_frames else {}
+    bad = {
+        index for index, (box, source) in boxes.items()
+        if source != DETECTOR and index in faces_found and not frames_a_face(box, faces_found[index][0])
+    }
+    return {i: b for i, b in boxes.items() if i not in bad}, bad
+
+
 def _encode_png(image_rgb: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -274,8 +303,10 @@ def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
                 fake, decoded[vid], original_frames, windows, options, result
             )
             methods[vid] = fake.ref.method
+    misframed = set()
     if options.crop_source != DETECTOR:
         boxes = _mask_boxes(fake_masks, methods, original_frames, options)
+        boxes, misframed = _drop_misframed(boxes, original_frames)
     refs = ([task.original] if task.original else []) + [f.ref for f in task.fakes]
     for ref in refs:
         if ref.video_id not in decoded:
@@ -285,7 +316,7 @@ def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
             if is_fake and index not in fake_masks[ref.video_id]:
                 continue  # recorded when its mask was rejected
             if index not in boxes:
-                result.skip(NO_FACE_BOX, ref.path, index)
+                result.skip(CROP_NOT_A_FACE if index in misframed else NO_FACE_BOX, ref.path, index)
                 continue
             box, box_source = boxes[index]
             mask = fake_masks[ref.video_id][index] if is_fake else np.zeros(frame.shape[:2], np.uint8)
