@@ -1,39 +1,26 @@
 """Checkpoints: the latest N for resuming, and the best one by a validation metric.
 
-Each checkpoint holds the train state (model, optimizer, step, RNG), every process's data
-iterator position (grain's orbax handler writes one file per process), and a JSON record of
-the config and the data fingerprint, so a run can be resumed exactly and audited later.
+Each checkpoint holds the train state (model, optimizer, step, RNG) and a JSON record of the
+config, the data fingerprint and the data position, so a run can be resumed exactly and
+audited later. The data position is global (the next global batch: the input order is defined
+over the whole split, see `pipeline.train_dataset`), not one iterator file per process, so a
+checkpoint resumes on any process count and any device count that divides the global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-import grain
 
-_STATE, _DATA, _META = "state", "data", "meta"
+from ffjax import paths
 
-
-class _IteratorSnapshot:
-    """The iterator position taken when `save` is called.
-
-    Saves are asynchronous; grain's handler would read the live iterator later, after it has
-    moved on, so the position is captured up front and handed over as JSON bytes.
-    """
-
-    def __init__(self, iterator: Any):
-        self._state = json.dumps(iterator.get_state(), indent=1).encode()
-
-    def get_state(self) -> bytes:
-        return self._state
+_STATE, _META = "state", "meta"
 
 
 def abstract_like(tree: Any) -> Any:
@@ -45,9 +32,9 @@ class Checkpointer:
     """`workdir/checkpoints` (latest `keep`) and `workdir/best` (one, by `best_metric`)."""
 
     def __init__(self, workdir: str, *, keep: int = 3, best_metric: str | None = None, best_mode: str = "max"):
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = paths.resolve(workdir)
         self._latest = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints"),
+            f"{self.workdir}/checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
         self._best = None
@@ -61,20 +48,18 @@ class Checkpointer:
                 return float(value)
 
             self._best = ocp.CheckpointManager(
-                os.path.join(self.workdir, "best"),
+                f"{self.workdir}/best",
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=1, best_fn=score, best_mode=best_mode, keep_checkpoints_without_metrics=False, create=True
                 ),
             )
 
-    def save(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
-        """Saves (asynchronously) the state, this process's data position and `meta`."""
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Saves (asynchronously) the state and `meta` (which carries the data position)."""
         args = {
             _STATE: ocp.args.StandardSave(state),
             _META: ocp.args.JsonSave(meta),
         }
-        if data_iterator is not None:
-            args[_DATA] = grain.checkpoint.CheckpointSave(_IteratorSnapshot(data_iterator))
         if not self._latest.save(step, args=ocp.args.Composite(**args), force=True):
             logging.info("Checkpoint for step %d already exists; not overwritten.", step)
 
@@ -90,10 +75,8 @@ class Checkpointer:
             force=True,
         )
 
-    def restore_latest(self, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict] | None:
+    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
         """Restores the newest checkpoint into `abstract_state`'s types and shardings.
-
-        The data iterator, if given, is moved to the saved position in place.
 
         Returns:
           (state, meta), or None when the workdir holds no checkpoint yet.
@@ -102,8 +85,6 @@ class Checkpointer:
         if step is None:
             return None
         args = {_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()}
-        if data_iterator is not None:
-            args[_DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self._latest.restore(step, args=ocp.args.Composite(**args))
         return restored[_STATE], restored[_META]
 
@@ -121,9 +102,9 @@ class Checkpointer:
 def checkpoint_folder(workdir: str, which: str = "latest") -> str:
     """Where `which` ('latest', 'best' or a step) lives: `best/` or `checkpoints/` of a run,
     or `workdir` itself when it is a folder of checkpoints."""
-    root = os.path.abspath(os.path.expanduser(str(workdir)))
-    folder = os.path.join(root, "best" if which == "best" else "checkpoints")
-    return folder if os.path.isdir(folder) else root
+    root = paths.resolve(workdir)
+    folder = f"{root}/{'best' if which == 'best' else 'checkpoints'}"
+    return folder if paths.path(folder).is_dir() else root
 
 
 @contextlib.contextmanager
@@ -168,7 +149,7 @@ def _shape_mismatch(state_dir: str, abstract_state: Any) -> str | None:
     reports).
     """
     try:
-        saved = ocp.StandardCheckpointHandler().metadata(pathlib.Path(state_dir))
+        saved = ocp.StandardCheckpointHandler().metadata(paths.path(state_dir))
     except Exception:  # noqa: BLE001 (an unreadable metadata file: the restore reports it)
         return None
     saved = getattr(saved, "tree", saved)
@@ -203,7 +184,7 @@ def restore_model_state(workdir_or_path: str, target: dict, *, which: str = "lat
       ({'params': ..., 'rest': ...}, meta, step).
     """
     with _read_only(workdir_or_path, which) as (manager, folder, step):
-        mismatch = _shape_mismatch(os.path.join(folder, str(step), _STATE), target)
+        mismatch = _shape_mismatch(f"{folder}/{step}/{_STATE}", target)
         if mismatch:
             raise ValueError(
                 f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {mismatch}"

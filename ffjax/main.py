@@ -1,10 +1,13 @@
 r"""`ffjax train` and `ffjax eval`: parse flags and hand over, nothing else.
 
   ffjax train --config default --workdir /tmp/run [--config.batch_size=64 ...]
+      exit status 0: reached num_train_steps; 143: stopped by SIGTERM after saving (resumable)
   ffjax eval  --config default --workdir /tmp/run --split test [--checkpoint best]
 
 `--config` takes a packaged config's name (`ffjax/configs/`) or a config file's path.
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -27,7 +30,13 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        try:
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        except train.Preempted as e:
+            # Stopped and resumable, not finished: `ffjax train ... && ffjax eval ...`, a
+            # shell loop or a Kubernetes Job must not take it for a completed run.
+            logging.warning("%s Exit status %d.", e, train.PREEMPTED_EXIT_CODE)
+            sys.exit(train.PREEMPTED_EXIT_CODE)
     else:
         evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint)
 

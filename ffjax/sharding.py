@@ -9,8 +9,6 @@ or a multi-host TPU slice.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from typing import Any, Mapping
 
 import jax
@@ -19,47 +17,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
-
-
-def initialize_distributed(config: Any = None) -> None:
-    """Starts `jax.distributed` when the run spans several processes.
-
-    Explicit settings win (``config.distributed.coordinator_address``, ``num_processes``,
-    ``process_id``); otherwise JAX's own detection is used where the environment says it is a
-    multi-process job (TPU pods, SLURM, Open MPI). Single-process runs do nothing.
-
-    Args:
-      config: the run config; only its optional ``distributed`` block is read.
-    """
-    if jax.distributed.is_initialized():
-        return
-    dist = getattr(config, "distributed", None) if config is not None else None
-    address = dist.get("coordinator_address") if dist is not None else None
-    if address:
-        if dist.get("cpu_collectives"):
-            # CPU devices of several processes need a collectives backend for any reduction.
-            jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
-        jax.distributed.initialize(
-            coordinator_address=address,
-            num_processes=int(dist.num_processes),
-            process_id=int(dist.process_id),
-        )
-        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
-        return
-    auto = any(
-        k in os.environ
-        for k in ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS")
-    )
-    if auto and _env_says_multi_process():
-        jax.distributed.initialize()
-
-
-def _env_says_multi_process() -> bool:
-    for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        if key in os.environ and int(os.environ[key]) > 1:
-            return True
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    return "," in hosts or "JAX_COORDINATOR_ADDRESS" in os.environ
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

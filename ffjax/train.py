@@ -10,7 +10,6 @@ whole batch. The same code runs on one CPU, eight GPUs or a multi-host TPU slice
 import functools
 import logging
 import math
-import os
 import signal
 from typing import Any
 
@@ -18,12 +17,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
-from ffjax import checkpoints, convert, evaluation, models, optim, sharding, state as state_lib, tasks, writers
+from ffjax import checkpoints, cluster, convert, evaluation, models, optim, paths, sharding, state as state_lib, tasks, writers
 from ffjax.data import pipeline
 from ffjax.platform import selection
 from ffjax.state import TrainState
@@ -48,6 +48,14 @@ def validate_config(config: Any, mesh: jax.sharding.Mesh) -> None:
     if config.optimizer not in optim.OPTIMIZERS:
         raise ValueError(f"config.optimizer={config.optimizer!r} is not one of {optim.OPTIMIZERS}.")
     state_lib.dtype(config.dtype), state_lib.dtype(config.param_dtype)
+    for field in ("dtype", "param_dtype"):
+        if getattr(config, field) == "float16":
+            # float16 gradients underflow without loss scaling, which this trainer does not do;
+            # bfloat16 has float32's range and runs on the same tensor cores.
+            raise ValueError(
+                f"config.{field}='float16' is not supported for training (no loss scaling): "
+                f"use --config.{field}=bfloat16 (float32's range, the same speed on GPUs and TPUs)."
+            )
     tasks.from_config(config)  # frame_score_topk in range
     # Fails with the folder and the build command when the dataset is missing.
     pipeline.dataset_dir(config.dataset.data_dir, config.dataset.name, config.dataset.config_name)
@@ -61,8 +69,12 @@ def train_step(
 
     A non-finite loss or gradient leaves the state unchanged (so a checkpoint is never
     poisoned) and is reported in the metrics; the host loop stops with the step named.
+    An optional `batch["stop"]` (one flag per row: its process was asked to stop) comes back
+    reduced over every process as `metrics["stop"]`, so all hosts agree when to stop.
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
+    batch = dict(batch)
+    stop = batch.pop("stop", None)
 
     def loss_fn(params: nnx.State):
         # copy=True: fresh Variables at this trace level (BatchNorm mutates its statistics).
@@ -89,6 +101,8 @@ def train_step(
     # Schedules count optimizer updates, which gradient accumulation makes rarer than steps.
     lr = schedule(state.step // grad_accum_steps)
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr, **parts}
+    if stop is not None:
+        metrics["stop"] = jnp.max(stop)
     return new_state, metrics
 
 
@@ -108,6 +122,24 @@ def compile_train_step(config: Any, mesh: jax.sharding.Mesh, graphdef: nnx.Graph
         step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
         compiler_options=selection.compiler_options(mesh.devices.flat),
     )
+
+
+# `ffjax train` exits with this after a clean save on SIGTERM (128 + 15, what a shell reports
+# for a process killed by SIGTERM): stopped and resumable, not finished. 0 means the run
+# reached config.num_train_steps.
+PREEMPTED_EXIT_CODE = 143
+
+
+class Preempted(Exception):
+    """Raised by `train_and_evaluate` after a SIGTERM once every host has saved the same step.
+
+    Attributes:
+      step: the step that was checkpointed; rerunning the same command resumes from it.
+    """
+
+    def __init__(self, step: int):
+        super().__init__(f"Stopped by SIGTERM at step {step}, checkpoint saved; rerun the same command to resume.")
+        self.step = step
 
 
 class _Preempted:
@@ -143,6 +175,8 @@ def _meta(config: Any, split: pipeline.Split, step: int, validation: dict | None
         "data_fingerprint": split.fingerprint(),
         "dataset_build": split.build_settings,
         "step": int(step),
+        # Global: the input order is defined over the whole split, so any process count resumes it.
+        "data_position": {"next_batch": int(step), "global_batch": int(config.batch_size)},
         "model": config.model,
         "validation": validation,
     }
@@ -162,25 +196,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       The last evaluation's results (or {} if none ran).
     """
-    sharding.initialize_distributed(config)
+    cluster.initialize(config)
     mesh = sharding.make_mesh()
     validate_config(config, mesh)
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = paths.resolve(workdir)  # a local folder or a gs:// URL every host shares
 
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
     fingerprint = train_split.fingerprint()
     tx = optim.make_optimizer(config)
     graphdef, state = state_lib.create_train_state(config, mesh, tx)
-    data_iter = iter(pipeline.train_dataset(train_split, config, config.batch_size))
-
     ckpt = checkpoints.Checkpointer(
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric, best_mode=config.best_mode
     )
-    restored = ckpt.restore_latest(checkpoints.abstract_like(state), data_iter)
+    restored = ckpt.restore_latest(checkpoints.abstract_like(state))
     validation = None
+    next_batch = 0
     if restored is not None:
         state, meta = restored
         validation = meta.get("validation")
+        position = meta.get("data_position") or {"next_batch": int(meta.get("step", 0)), "global_batch": config.batch_size}
+        next_batch = int(position["next_batch"])
+        if int(position["global_batch"]) != config.batch_size:
+            logging.warning(
+                "Resuming with config.batch_size=%d where the checkpoint used %d: the input continues at global "
+                "batch %d of the new size, not at the example where it stopped.",
+                config.batch_size, position["global_batch"], next_batch,
+            )
         if meta.get("data_fingerprint") != fingerprint:
             logging.warning(
                 "Resuming from a checkpoint made on other data (fingerprint %s, now %s): the dataset was rebuilt.",
@@ -194,8 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = state.replace(params=params, rest=rest)
         logging.info("config.init_from: %s", convert.describe(conversion, config.init_from))
     start_step = int(jax.device_get(state.step))
+    data_iter = iter(pipeline.train_dataset(train_split, config, config.batch_size, start_batch=next_batch))
 
-    writer = writers.MetricWriter(workdir)
+    writer = writers.MetricWriter(workdir, resume_step=start_step)
     if start_step == 0:
         writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
         if jax.process_index() == 0:
@@ -226,14 +268,27 @@ def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckp
     #                 host never waits for the device before dispatching the next step
     results: dict = {}
     step = start_step
+    # Several hosts may see a SIGTERM at different steps (or only one of them gets it). Each
+    # adds its flag to its rows of the batch; the step reduces them on device, and every host
+    # reads that from the previous step, so all save the same step (one step after the signal).
+    agree = jax.process_count() > 1
+    stop = False
     while step < config.num_train_steps:
-        batch = sharding.global_batch(next(data_iter), mesh)
+        local = next(data_iter)
+        if agree:
+            rows = len(next(iter(local.values())))
+            local = dict(local, stop=np.full((rows,), preempted.flag, np.int32))
+        batch = sharding.global_batch(local, mesh)
         state, metrics = step_fn(state, batch)
         step += 1
         if pending is not None:
-            _check_finite(*pending)
+            _check_finite(*pending)  # already read every step: the stop flag adds no wait
+            if agree:
+                stop = bool(jax.device_get(pending[1]["stop"]))
+        if not agree:
+            stop = preempted.flag
         pending = (step, metrics)
-        update = TrainMetrics.single_from_model_output(**metrics)
+        update = TrainMetrics.single_from_model_output(**{k: v for k, v in metrics.items() if k != "stop"})
         train_metrics = update if train_metrics is None else train_metrics.merge(update)
 
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
@@ -246,12 +301,13 @@ def _train_loop(config, workdir, mesh, state, step_fn, data_iter, evaluator, ckp
             writer.write_scalars(step, {f"eval/{k}": v for k, v in headline.items()})
             validation = {"split": config.dataset.eval_split, "step": step, "best_threshold": results.best_threshold}
             ckpt.save_best(step, state, headline, _meta(config, train_split, step, validation))
-        if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or preempted.flag:
+        if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or stop:
             _check_finite(*pending)
-            ckpt.save(step, state, data_iter, _meta(config, train_split, step, validation))
-        if preempted.flag:
+            ckpt.save(step, state, _meta(config, train_split, step, validation))
+        if stop and step < config.num_train_steps:
             logging.warning("Stopped by SIGTERM at step %d; rerun the same command to resume.", step)
-            break
+            ckpt.wait()
+            raise Preempted(step)
     return results
 
 

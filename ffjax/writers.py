@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from ffjax import paths
 
 
 def _plain(value: Any) -> Any:
@@ -25,46 +29,108 @@ def _plain(value: Any) -> Any:
 
 
 class MetricWriter:
-    """Console + `metrics.jsonl` + TensorBoard (on process 0)."""
+    """Console + `metrics.jsonl` + TensorBoard (on process 0).
 
-    def __init__(self, workdir: str | None, *, tensorboard: bool = True):
+    Every `write_scalars` reaches the files at once (a killed run loses nothing it logged).
+    On a local workdir `metrics.jsonl` is appended and flushed; on a bucket (`gs://`), where
+    objects cannot be appended to, the file is rewritten whole and TensorBoard's event file
+    is written locally and copied up at each write. A resumed run (`resume_step`) keeps the
+    lines up to its checkpoint and drops the ones past it, which the restart will redo.
+    """
+
+    def __init__(self, workdir: str | None, *, tensorboard: bool = True, resume_step: int | None = None):
         self._lead = jax.process_index() == 0 and workdir is not None
         self._jsonl = None
+        self._lines: list[str] | None = None
         self._tb = None
-        if self._lead:
-            os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-            if tensorboard:
-                from tensorboardX import SummaryWriter
+        self._tb_stage = None
+        if not self._lead:
+            return
+        self._dir = paths.path(workdir)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._remote = paths.is_url(workdir)
+        jsonl = self._dir / "metrics.jsonl"
+        lines = jsonl.read_text().splitlines(keepends=True) if jsonl.exists() else []
+        if resume_step is not None:
+            lines = [line for line in lines if _step_of(line) is None or _step_of(line) <= resume_step]
+        if self._remote:
+            self._lines = lines
+            self._jsonl_path = jsonl
+            self._upload_jsonl()
+        else:
+            with open(jsonl, "w") as f:
+                f.writelines(lines)
+            self._jsonl = open(jsonl, "a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            if self._remote:
+                self._tb_stage = tempfile.mkdtemp(prefix="ffjax_tb_")
+                self._tb = SummaryWriter(self._tb_stage)
+            else:
+                self._tb = SummaryWriter(str(self._dir / "tensorboard"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         scalars = {k: _plain(v) for k, v in scalars.items()}
         logging.info("[%d] %s", step, ", ".join(f"{k}={_fmt(v)}" for k, v in scalars.items()))
-        if self._jsonl:
-            self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n")
+        if not self._lead:
+            return
+        line = json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n"
+        if self._remote:
+            self._lines.append(line)
+        else:
+            self._jsonl.write(line)
         if self._tb:
             for k, v in scalars.items():
                 if isinstance(v, (int, float)) and np.isfinite(v):
                     self._tb.add_scalar(k, v, int(step))
+        self.flush()
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         if self._tb:
             self._tb.add_text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(hparams.items())))
+            self.flush()
 
     def flush(self) -> None:
+        if not self._lead:
+            return
         if self._jsonl:
             self._jsonl.flush()
+        if self._remote:
+            self._upload_jsonl()
         if self._tb:
             self._tb.flush()
+            if self._tb_stage:
+                self._upload_tensorboard()
+
+    def _upload_jsonl(self) -> None:
+        self._jsonl_path.write_text("".join(self._lines))
+
+    def _upload_tensorboard(self) -> None:
+        remote = self._dir / "tensorboard"
+        remote.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(self._tb_stage):
+            with open(os.path.join(self._tb_stage, name), "rb") as f:
+                (remote / name).write_bytes(f.read())
 
     def close(self) -> None:
+        if not self._lead:
+            return
         self.flush()
         if self._jsonl:
             self._jsonl.close()
         if self._tb:
             self._tb.close()
+            if self._tb_stage:
+                self._upload_tensorboard()
+                shutil.rmtree(self._tb_stage, ignore_errors=True)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _fmt(v: Any) -> str:

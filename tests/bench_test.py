@@ -172,6 +172,13 @@ def test_peak_flops_by_device_kind():
     assert report.peak_flops("TPU v5", "bf16")[0] == 459e12
     assert report.peak_flops("cpu", "fp32") == (None, "unknown: pass --peak_gflops")
     assert report.peak_flops("TPU v4", "fp32", 175.0) == (175e9, "--peak_gflops=175")
+    # Per device: a TPU v3 chip is two devices; the PCIe H100 is not the SXM part.
+    assert report.peak_flops("TPU v3", "bf16")[0] == 61.5e12
+    assert report.peak_flops("TPU v2", "bf16")[0] == 22.5e12
+    assert report.peak_flops("NVIDIA H100 PCIe", "bf16")[0] == 756e12
+    assert report.peak_flops("NVIDIA H200", "fp32")[0] == 494e12
+    for kind in ("NVIDIA B200", "TPU v5p", "TPU v6 lite", "NVIDIA L4"):
+        assert report.peak_flops(kind, "bf16")[0] is not None, kind
 
 
 def test_derived_metrics_cpu_shares_one_peak_accelerators_have_one_each():

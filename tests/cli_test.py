@@ -4,6 +4,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -43,3 +45,27 @@ def test_config_by_path_and_unknown_name(tmp_path):
     out = ffjax("train", "--config", "no_such_config", "--workdir", str(tmp_path))
     assert out.returncode != 0
     assert "not a packaged config" in out.stderr and "default" in out.stderr
+
+
+def test_a_preempted_train_exits_143_a_finished_one_0(tmp_path, monkeypatch):
+    """`ffjax train && ffjax eval`, a shell loop or a Kubernetes Job must not take a run stopped
+    by SIGTERM for a finished one (the SIGTERM path itself: train_e2e_test, multihost_test)."""
+    from absl import flags
+
+    from ffjax import main, train
+
+    def stopped(config, workdir):
+        raise train.Preempted(7)
+
+    monkeypatch.setattr(train, "train_and_evaluate", stopped)
+    argv = ["ffjax train", "--config", "test", "--workdir", str(tmp_path)]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main.run(list(argv), "train")
+        assert exit_.value.code == train.PREEMPTED_EXIT_CODE == 143
+        monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: {})
+        with pytest.raises(SystemExit) as exit_:
+            main.run(list(argv), "train")
+        assert exit_.value.code in (0, None)
+    finally:
+        flags.FLAGS.unparse_flags()

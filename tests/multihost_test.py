@@ -1,6 +1,7 @@
 """Two processes × two CPU devices (gloo collectives) train like one process with four."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,10 +11,20 @@ import numpy as np
 WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together, so two jobs never get the same one)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def launch(args, env):
@@ -43,3 +54,57 @@ def test_two_processes_equal_one_process_with_four_devices(tiny_dataset, tmp_pat
         np.testing.assert_allclose(m0[k], s[k], rtol=1e-5, atol=1e-6)  # = one host, four devices
     assert int(m0["step"]) == int(s["step"]) == 3
     np.testing.assert_allclose(m0["auc"], s["auc"], atol=1e-6)  # the evaluator agrees too
+
+    # Elastic resume: the 2 x 2 checkpoint of step 3 continues to step 6 on 1 process x 4
+    # devices and on 4 processes x 1 device (a slice that came back another size), and each
+    # reaches what the 1 x 4 run reaches (resumed there, which equals uninterrupted: e2e test).
+    for name in ("on_1x4", "on_4x1"):
+        shutil.copytree(tmp_path / "multi", tmp_path / name)
+    port = free_port()
+    runs = [launch([data_dir, config_name, tmp_path / "single", tmp_path / "single6.npz", 1, 0, 0, 4, 6], env),
+            launch([data_dir, config_name, tmp_path / "on_1x4", tmp_path / "on_1x4.npz", 1, 0, 0, 4, 6], env)]
+    runs += [launch([data_dir, config_name, tmp_path / "on_4x1", tmp_path / f"on_4x1_{i}.npz", 4, i, port, 1, 6], env)
+             for i in range(4)]
+    for p in runs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-4000:]
+    reference = np.load(tmp_path / "single6.npz")
+    for name in ("on_1x4.npz", "on_4x1_0.npz", "on_4x1_3.npz"):
+        resumed = np.load(tmp_path / name)
+        assert int(resumed["step"]) == int(reference["step"]) == 6, name
+        for k in keys:
+            np.testing.assert_allclose(resumed[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=f"{name} {k}")
+
+
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tiny_dataset, tmp_path):
+    """A preemptible slice: only process 1 gets SIGTERM (at its 3rd batch). Both hosts agree,
+    save the same step, exit 143 (stopped, resumable); resuming on both reaches the parameters
+    of an uninterrupted two-process run bit for bit."""
+    data_dir, config_name = tiny_dataset
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+
+    ports = iter(free_ports(3))
+
+    def pair(workdir, name, sigterm_at=0):
+        port = next(ports)
+        return [launch([data_dir, config_name, workdir, tmp_path / f"{name}{i}.npz", 2, i, port, 2, 6,
+                        sigterm_at if i == 1 else 0], env) for i in range(2)]
+
+    def finish(procs, status):
+        for p in procs:
+            out, _ = p.communicate(timeout=600)
+            assert p.returncode == status, out[-4000:]
+
+    straight, stopped = pair(tmp_path / "straight", "straight"), pair(tmp_path / "resumed", "stopped", 3)
+    finish(stopped, 143)
+    steps = [int(np.load(tmp_path / f"stopped{i}.npz")["step"]) for i in range(2)]
+    assert steps[0] == steps[1] and 4 <= steps[0] < 6  # one agreed step, before the end
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", str(steps[0])]
+    finish(pair(tmp_path / "resumed", "resumed"), 0)
+    finish(straight, 0)
+    a, b = np.load(tmp_path / "straight0.npz"), np.load(tmp_path / "resumed0.npz")
+    assert int(a["step"]) == int(b["step"]) == 6
+    keys = [k for k in a.files if k[0] == "p" and k[1:].isdigit()]
+    assert len(keys) > 4
+    for k in keys:
+        np.testing.assert_array_equal(a[k], b[k])  # bit-identical, not merely close

@@ -43,6 +43,26 @@ def test_same_seed_same_stream_and_resume_from_state(tiny_dataset):
     np.testing.assert_array_equal(first[0]["image"], next(c)["image"])
 
 
+def test_the_global_batch_at_a_step_is_the_same_on_any_process_count(tiny_dataset, monkeypatch):
+    """What makes a checkpoint resume on another slice size: global batch k, stitched from the
+    processes' slices, is the same for 1, 2 or 4 processes, and `start_batch` resumes it."""
+    import jax
+
+    config = dataset_config(tiny_dataset)
+    split = pipeline.open_split(config.dataset, "train")
+    whole = take(iter(pipeline.train_dataset(split, config, 8)), 5)
+    for processes in (2, 4):
+        monkeypatch.setattr(jax, "process_count", lambda: processes)
+        slices = []
+        for index in range(processes):
+            monkeypatch.setattr(jax, "process_index", lambda: index)
+            slices.append(take(iter(pipeline.train_dataset(split, config, 8, start_batch=3)), 2))
+        for k in range(2):
+            for key in pipeline.BATCH_KEYS:
+                stitched = np.concatenate([s[k][key] for s in slices])
+                np.testing.assert_array_equal(stitched, whole[3 + k][key], err_msg=f"{processes} processes, {key}")
+
+
 def test_worker_processes_give_the_same_batches(tiny_dataset):
     config = dataset_config(tiny_dataset)
     split = pipeline.open_split(config.dataset, "train")

@@ -29,7 +29,7 @@ def save_checkpoint(config, workdir, step=3):
     mesh = sharding.make_mesh()
     _, state = create_train_state(config, mesh, optim.make_optimizer(config))
     ckpt = checkpoints.Checkpointer(str(workdir))
-    ckpt.save(step, state, None, {"config": config.to_dict(), "data_fingerprint": "", "step": step, "model": config.model})
+    ckpt.save(step, state, {"config": config.to_dict(), "data_fingerprint": "", "step": step, "model": config.model})
     ckpt.wait()
     ckpt.close()
     return state
@@ -229,7 +229,7 @@ def test_bad_checkpoints_are_named(run_dir, tiny_dataset, tmp_path):
     with future.unlocked():
         future.model = "unet_v9"
     ckpt = checkpoints.Checkpointer(str(tmp_path / "future"))
-    ckpt.save(1, {"w": np.ones(3, np.float32)}, None, {"config": future.to_dict()})
+    ckpt.save(1, {"w": np.ones(3, np.float32)}, {"config": future.to_dict()})
     ckpt.wait()
     ckpt.close()
     with pytest.raises(ValueError, match="'unet_v9' is not one of"):

@@ -75,7 +75,7 @@ def test_eval_and_predict_restore_without_an_optimizer(tiny_dataset, tmp_path, m
     mesh = sharding.make_mesh()
     _, saved = state.create_train_state(config, mesh, optim.make_optimizer(config))
     ckpt = checkpoints.Checkpointer(str(tmp_path))
-    ckpt.save(3, saved, None, {"config": config.to_dict(), "step": 3, "model": config.model})
+    ckpt.save(3, saved, {"config": config.to_dict(), "step": 3, "model": config.model})
     ckpt.wait()
     ckpt.close()
 

@@ -19,7 +19,7 @@ def final_state(config, workdir):
     _, state = create_train_state(config, mesh, optim.make_optimizer(config))
     ckpt = checkpoints.Checkpointer(workdir)
     try:
-        restored, _ = ckpt.restore_latest(checkpoints.abstract_like(state), None)
+        restored, _ = ckpt.restore_latest(checkpoints.abstract_like(state))
     finally:
         ckpt.close()
     return int(restored.step), jax.device_get(restored)
@@ -77,7 +77,7 @@ def test_interrupted_run_resumes_bit_identical(tiny_dataset, tmp_path, monkeypat
     train.train_and_evaluate(config, str(tmp_path / "straight"))
 
     # Preempt the second run with SIGTERM while it takes its 5th batch: it must checkpoint
-    # step 5 and return; the restart continues from there.
+    # step 5 and say it stopped (not finished); the restart continues from there.
     real_global_batch = sharding.global_batch
     calls = {"n": 0}
 
@@ -88,7 +88,9 @@ def test_interrupted_run_resumes_bit_identical(tiny_dataset, tmp_path, monkeypat
         return real_global_batch(*args, **kwargs)
 
     monkeypatch.setattr(train.sharding, "global_batch", preempting_global_batch)
-    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    with pytest.raises(train.Preempted) as stopped:
+        train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert stopped.value.step == 5
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", "5"]
     monkeypatch.setattr(train.sharding, "global_batch", real_global_batch)
     train.train_and_evaluate(config, str(tmp_path / "resumed"))

@@ -82,6 +82,8 @@ def test_non_finite_loss_leaves_state_unchanged_and_stops_naming_the_step():
         ("model", "resnet9000", "config.model='resnet9000' is not one of"),
         ("optimizer", "adagrad", "config.optimizer='adagrad'"),
         ("dtype", "float8", "config.dtype/param_dtype='float8'"),
+        ("dtype", "float16", "config.dtype='float16' is not supported for training .no loss scaling.: use --config.dtype=bfloat16"),
+        ("param_dtype", "float16", "use --config.param_dtype=bfloat16"),
     ],
 )
 def test_bad_config_fails_before_any_compile(field, value, message, tmp_path):

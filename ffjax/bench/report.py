@@ -9,44 +9,52 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-# Dense peak FLOP/s per chip, by a substring of `jax.Device.device_kind`, for the two
+# Dense peak TFLOP/s per chip, and JAX devices per chip, by a substring of
+# `jax.Device.device_kind` (first match wins: specific names before general ones), for the two
 # precisions the bench runs. fp32 on GPUs is the TF32 tensor-core figure (XLA's default
 # matmul precision there); on TPUs fp32 matmuls default to single bf16 passes, hence the
-# same figure. Vendor data sheets; pass --peak_gflops for anything else (and for CPUs).
-KNOWN_PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("TPU v6 lite", {"bf16": 918.0, "fp32": 918.0}),
-    ("TPU v5 lite", {"bf16": 197.0, "fp32": 197.0}),
-    ("TPU v5", {"bf16": 459.0, "fp32": 459.0}),
-    ("TPU v4", {"bf16": 275.0, "fp32": 275.0}),
-    ("TPU v3", {"bf16": 123.0, "fp32": 123.0}),
-    ("H200", {"bf16": 989.0, "fp32": 494.0}),
-    ("H100", {"bf16": 989.0, "fp32": 494.0}),
-    ("A100", {"bf16": 312.0, "fp32": 156.0}),
-    ("L4", {"bf16": 121.0, "fp32": 60.0}),
+# same figure. TPU v2 and v3 chips show two devices (one per TensorCore); v4 and later one
+# (megacore). Vendor data sheets; --peak_gflops (per device) overrides, and CPUs need it.
+KNOWN_PEAKS: tuple[tuple[str, float, float, int], ...] = (  # key, bf16, fp32, devices per chip
+    ("TPU v6 lite", 918.0, 918.0, 1),  # v6e (Trillium)
+    ("TPU v5 lite", 197.0, 197.0, 1),  # v5e
+    ("TPU v5p", 459.0, 459.0, 1),
+    ("TPU v5", 459.0, 459.0, 1),  # v5p reports itself as "TPU v5"
+    ("TPU v4", 275.0, 275.0, 1),
+    ("TPU v3", 123.0, 123.0, 2),
+    ("TPU v2", 45.0, 45.0, 2),
+    ("B200", 2250.0, 1100.0, 1),
+    ("H200", 989.0, 494.0, 1),
+    ("H100 PCIe", 756.0, 378.0, 1),
+    ("H100", 989.0, 494.0, 1),  # SXM
+    ("A100", 312.0, 156.0, 1),
+    ("L4", 121.0, 60.0, 1),
 )
 
 
 def peak_flops(
     device_kind: str, precision: str, override_gflops: float = 0.0, override_source: str = ""
 ) -> tuple[float | None, str]:
-    """(peak FLOP/s of one chip, where the figure came from) for the device kind.
+    """(peak FLOP/s of one device, where the figure came from) for the device kind.
 
     Args:
       device_kind: `jax.devices()[0].device_kind`.
       precision: 'fp32' or 'bf16'.
-      override_gflops: a given peak in GFLOP/s (wins when > 0).
+      override_gflops: a given peak per device in GFLOP/s (wins when > 0).
       override_source: where `override_gflops` came from (default: --peak_gflops).
     """
     if override_gflops > 0:
         return override_gflops * 1e9, override_source or f"--peak_gflops={override_gflops:g}"
-    for key, peaks in KNOWN_PEAK_TFLOPS:
+    for key, bf16, fp32, per_chip in KNOWN_PEAKS:
         if key.lower() in device_kind.lower():
-            return peaks[precision] * 1e12, f"known {key} {precision} dense peak"
+            chip = {"bf16": bf16, "fp32": fp32}[precision]
+            note = f" / {per_chip} devices per chip" if per_chip > 1 else ""
+            return chip / per_chip * 1e12, f"known {key} {precision} dense peak {chip:g} TFLOP/s per chip{note}"
     return None, "unknown: pass --peak_gflops"
 
 
-def chips_for_peak(platform_name: str, devices: int) -> int:
-    """How many peaks a mesh of `devices` devices has: virtual CPU devices share one host."""
+def peaks_in_mesh(platform_name: str, devices: int) -> int:
+    """How many device peaks a mesh of `devices` devices has: virtual CPU devices share one host."""
     return 1 if platform_name == "cpu" else devices
 
 
@@ -66,11 +74,11 @@ def add_derived(
     }
     for r in rows:
         peak, source = peak_flops(device_kind, r["precision"], override_gflops, override_source)
-        chips = chips_for_peak(platform_name, r["devices"])
-        r["peak_flops_per_chip"] = peak
+        peaks = peaks_in_mesh(platform_name, r["devices"])
+        r["peak_flops_per_device"] = peak
         r["peak_source"] = source
         achieved = r.get("achieved_gflops_per_s")
-        r["mfu"] = round(achieved * 1e9 / (peak * chips), 4) if peak and achieved else None
+        r["mfu"] = round(achieved * 1e9 / (peak * peaks), 4) if peak and achieved else None
         one = base.get((r["model"], r["mode"], r["precision"], r["batch"], r["image_size"]))
         r["speedup_vs_1_device"] = round(r["images_per_s"] / one, 3) if one else None
         r["scaling_efficiency"] = round(r["images_per_s"] / (r["devices"] * one), 3) if one else None

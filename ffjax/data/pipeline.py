@@ -22,6 +22,7 @@ import grain
 import jax
 import numpy as np
 
+from ffjax import paths
 from ffjax.data import augment as augment_lib
 from ffjax.data import ffpp, store
 
@@ -39,6 +40,15 @@ def dataset_dir(data_dir: str, name: str, config_name: str) -> str:
     """
     if name != store.DATASET_NAME:
         raise ValueError(f"config.dataset.name={name!r}: ffjax reads the {store.DATASET_NAME!r} dataset.")
+    if paths.is_url(data_dir):
+        # array_record's reader opens local files only (random access by the C++ reader); a
+        # bucket fails deep in a worker. Checkpoints and logs can live in the bucket.
+        raise ValueError(
+            f"config.dataset.data_dir={data_dir!r}: the built dataset must be on a local or mounted "
+            "disk (array_record reads local files only). Copy it to each host "
+            f"(gcloud storage cp -r {data_dir.rstrip('/')}/{store.DATASET_NAME} ~/tensorflow_datasets/) or mount "
+            "the bucket (gcsfuse) and point data_dir there."
+        )
     try:
         return str(store.dataset_dir(data_dir, config_name))
     except FileNotFoundError as e:
@@ -192,7 +202,8 @@ class _TrainBatches:
     by the example's global position, for the same reason.
     """
 
-    def __init__(self, split: Split, config: Any, global_batch: int, labels: np.ndarray | None):
+    def __init__(self, split: Split, config: Any, global_batch: int, labels: np.ndarray | None, start: int = 0):
+        self._start = start
         self._source = split.source
         self._global = global_batch
         self._local = global_batch // jax.process_count()
@@ -209,6 +220,7 @@ class _TrainBatches:
         return sys.maxsize
 
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
+        k += self._start
         rows = []
         for j in range(self._local):
             position = k * self._global + self._offset + j
@@ -221,8 +233,13 @@ class _TrainBatches:
         return {key: np.stack([r[key] for r in rows]) for key in BATCH_KEYS}
 
 
-def train_dataset(split: Split, config: Any, global_batch: int, labels: np.ndarray | None = None) -> grain.IterDataset:
+def train_dataset(
+    split: Split, config: Any, global_batch: int, labels: np.ndarray | None = None, *, start_batch: int = 0
+) -> grain.IterDataset:
     """An endless, shuffled, augmented stream of this process's part of each global batch.
+
+    Global batch k is the same whatever the process and device counts, so the stream's
+    position is one global number (`start_batch`, the next step of a resumed run).
 
     Args:
       split: the opened training split.
@@ -230,6 +247,7 @@ def train_dataset(split: Split, config: Any, global_batch: int, labels: np.ndarr
       global_batch: rows per global batch (all processes); must divide by the process count.
       labels: per-record labels, required when `config.dataset.class_balance` (see
         `read_labels`).
+      start_batch: index of the first global batch to yield.
 
     Returns:
       A grain IterDataset; `iter()` of it is checkpointable with get_state()/set_state().
@@ -245,7 +263,9 @@ def train_dataset(split: Split, config: Any, global_batch: int, labels: np.ndarr
                 )
     else:
         labels = None
-    ds = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels)).to_iter_dataset()
+    if start_batch < 0:
+        raise ValueError(f"start_batch={start_batch} must be >= 0.")
+    ds = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels, start_batch)).to_iter_dataset()
     if config.dataset.num_workers > 0:
         # grain reads absl flags when it starts workers; called from Python rather than an
         # absl app (tests, notebooks, the demo) they are unparsed and grain would fail.

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from ffjax import paths
 from ffjax.evaluation import metrics
 
 # What write_report insists the caller states, beside what the evaluator knows itself.
@@ -181,9 +181,9 @@ class EvalResult:
     def to_dict(self) -> dict:
         return {"protocol": self.protocol, "throughput": self.throughput, "metrics": self.metrics}
 
-    def to_json(self, path) -> Path:
-        """Writes the result as standard JSON (undefined metrics are null)."""
-        path = Path(path)
+    def to_json(self, path):
+        """Writes the result as standard JSON (undefined metrics are null); a gs:// URL works."""
+        path = paths.path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         return path
@@ -215,7 +215,7 @@ def write_report(result: EvalResult, workdir, split: str, protocol: Mapping[str,
             "or Evaluator.evaluate(protocol=...), None where unknown."
         )
     report = EvalResult(result.metrics, merged, result.throughput, result.sums)
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     json_path, md_path = workdir / f"eval_{split}.json", workdir / f"eval_{split}.md"
     if jax.process_index() == 0:
         report.to_json(json_path)

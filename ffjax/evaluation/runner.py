@@ -6,13 +6,12 @@ it restores parameters and BatchNorm statistics only (no optimizer is built or r
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 from jax.sharding import Mesh
 
-from ffjax import checkpoints, sharding, state as state_lib, tasks
+from ffjax import checkpoints, cluster, paths, sharding, state as state_lib, tasks
 from ffjax.data import pipeline
 from ffjax.evaluation.evaluator import Evaluator
 from ffjax.evaluation.report import EvalResult, write_report
@@ -65,7 +64,7 @@ class SplitEvaluator:
             self._splits[split] = pipeline.open_split(self.config.dataset, split)
         data = self._splits[split]
         per_process = self.config.eval_batch_size // jax.process_count()
-        outdir = os.path.join(workdir, "eval")
+        outdir = f"{paths.resolve(workdir)}/eval"
         calibrated, calibrated_from = None, None
         if split != self.config.dataset.eval_split and validation and validation.get("best_threshold") is not None:
             calibrated = float(validation["best_threshold"])
@@ -77,7 +76,8 @@ class SplitEvaluator:
             calibrated_threshold=calibrated,
             protocol=protocol,
         )
-        os.makedirs(outdir, exist_ok=True)
+        if jax.process_index() == 0:
+            paths.path(outdir).mkdir(parents=True, exist_ok=True)
         write_report(result, outdir, split, protocol)
         return result
 
@@ -101,7 +101,7 @@ def evaluate_checkpoint(config: Any, workdir: str, *, split: str = "test", check
       validation split, the calibrated accuracy uses the threshold validation chose for this
       checkpoint (stored with it), never a report another step wrote.
     """
-    sharding.initialize_distributed(config)
+    cluster.initialize(config)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
     graphdef, target, _ = state_lib.abstract_model_state(config, mesh)

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from ffjax import checkpoints, models, sharding, state as state_lib, tasks
+from ffjax import checkpoints, models, paths, sharding, state as state_lib, tasks
 from ffjax.data import pipeline
 
 
@@ -38,7 +38,7 @@ class LoadedModel:
     state: tuple
     task: tasks.Task
     step: int
-    folder: Path
+    folder: Any  # epath.Path: a local folder or a gs:// URL
     mesh: Any
     dataset_build: dict  # the builder settings of the training data, from the checkpoint
 
@@ -53,7 +53,7 @@ def read_checkpoint_meta(workdir, which: str = "latest") -> tuple[dict, int]:
     Returns:
       (meta, step).
     """
-    workdir = Path(workdir).expanduser().resolve()
+    workdir = paths.path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"--workdir {workdir}: no such folder (the run directory `ffjax train` wrote).")
     if which not in ("latest", "best") and not str(which).isdigit():
@@ -75,8 +75,8 @@ def load_model(workdir, checkpoint: str = "latest", config=None) -> LoadedModel:
       The `LoadedModel`.
     """
     meta, step = read_checkpoint_meta(workdir, checkpoint)
-    workdir = Path(workdir).expanduser().resolve()
-    folder = Path(checkpoints.checkpoint_folder(str(workdir), str(checkpoint)))
+    workdir = paths.path(workdir)
+    folder = paths.path(checkpoints.checkpoint_folder(str(workdir), str(checkpoint)))
     if config is None:
         if not isinstance(meta.get("config"), dict):
             raise ValueError(f"{folder}/{step}: the checkpoint stores no training config; pass --config (the config it was trained with).")

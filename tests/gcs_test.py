@@ -1,0 +1,73 @@
+"""A pod's workdir is a bucket: train, get preempted, resume and evaluate on gs:// (a local
+GCS emulator: gcsfs for files, TensorStore's GCS driver for orbax's arrays)."""
+
+import json
+import logging
+import signal
+import socket
+
+import pytest
+
+from ffjax import evaluation, paths, sharding, train
+from tests.helpers import config_on
+
+emulator = pytest.importorskip("gcp_storage_emulator.server")
+BUCKET = "ffjax-test"
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """gs://ffjax-test served in memory by gcp-storage-emulator for this module."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # logs every 404 probe
+    url = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STORAGE_EMULATOR_HOST", url)  # gcsfs (epath's gs:// backend)
+        mp.setenv("TENSORSTORE_GCS_HTTP_URL", url)  # orbax's array writes
+        mp.setenv("GOOGLE_CLOUD_PROJECT", "ffjax-test")
+        yield f"gs://{BUCKET}"
+    server.stop()
+
+
+def test_a_run_in_a_bucket_checkpoints_stops_resumes_and_evaluates(tiny_dataset, bucket, monkeypatch):
+    config = config_on(tiny_dataset, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=2, log_every_steps=1)
+    workdir = f"{bucket}/runs/tiny"
+    real_global_batch, calls = sharding.global_batch, []
+
+    def preempting_global_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real_global_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train.sharding, "global_batch", preempting_global_batch)
+    with pytest.raises(train.Preempted) as stopped:
+        train.train_and_evaluate(config, workdir)
+    assert stopped.value.step == 3
+    run = paths.path(workdir)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "3"]
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+    monkeypatch.setattr(train.sharding, "global_batch", real_global_batch)
+    train.train_and_evaluate(config, workdir)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps][:3] == [1, 2, 3] and 4 in steps  # kept across the stop, then step 4
+    assert "4" in [p.name for p in (run / "checkpoints").iterdir()]
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+    assert (run / "eval" / "eval_val.json").exists()
+
+    result = evaluation.evaluate_checkpoint(config, workdir, split="test")
+    report = json.loads((run / "eval" / "eval_test.json").read_text())
+    assert report["protocol"]["checkpoint_step"] == 4 == result.protocol["checkpoint_step"]
+
+
+def test_a_dataset_in_a_bucket_is_refused_with_what_to_do(tiny_dataset, bucket):
+    config = config_on(tiny_dataset)
+    with config.unlocked():
+        config.dataset.data_dir = f"{bucket}/tensorflow_datasets"
+    with pytest.raises(ValueError, match="must be on a local or mounted disk .*gcloud storage cp -r .*gcsfuse"):
+        train.validate_config(config, sharding.make_mesh())
