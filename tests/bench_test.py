@@ -213,3 +213,24 @@ def test_torch_reference_suite_matches_the_pytorch_side():
         "xception_cls", 1.0,
     )
     assert TORCH_KEYS <= set(row) and (row["framework"], row["mode"]) == ("jax", "infer")
+
+
+def test_accelerator_suite_is_documented_and_runs_tiny_on_cpu(tmp_path):
+    """`--suite accelerator` (one GPU in minutes; on CPU the batch stays 8: no memory limit)."""
+    help_text = subprocess.run([sys.executable, "-m", "ffjax.cli", "bench", "--help"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120).stdout
+    help_text = " ".join(help_text.split())
+    assert "accelerator = xception_cls 299, unet_xception 256 and unet_resnet34 256 in bf16 and fp32" in help_text
+    assert "ffjax bench --suite accelerator" in help_text
+    out = tmp_path / "accel.json"
+    payload = cli.run([
+        "ffjax bench", "--suite=accelerator", "--models=unet_resnet34", "--image_size=32", "--modes=eval",
+        '--model_kwargs={"encoder_width": 0.125, "decoder_channels": [16, 8, 8, 8, 8], "stage_blocks": [1, 1, 1, 1]}',
+        "--devices=1", "--iters=1", "--warmup=0", "--pipeline=off", f"--out={out}",
+    ])
+    rows = payload["rows"]
+    assert [(r["precision"], r["mode"]) for r in rows] == [("bf16", "eval"), ("fp32", "eval")]
+    for r in rows:
+        assert r["batch"] == 8 and r["batch_fit"].startswith("the suite's batch")
+        assert r["compile_s"] > 0 and "peak_device_bytes" in r and r["images_per_s"] > 0
+    assert json.loads(out.read_text())["rows"][0]["dtype"] == "bfloat16"

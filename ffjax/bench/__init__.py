@@ -3,6 +3,7 @@ r"""`ffjax bench`: train/eval step throughput, scaling, FLOP utilisation and inp
   ffjax bench --config default --image_size 256 --batch_sizes 8 --devices 1,8
   ffjax bench --config default --config.cpu_ops=stock   # flax/lax's own operations
   ffjax bench --suite torch_reference --devices 1 --jsonl results.jsonl   # beside PyTorch
+  ffjax bench --suite accelerator --devices 1 --out accel.json   # one GPU/TPU chip, bf16 and fp32
 
 Modules: `steps` times the project's compiled steps on synthetic device-resident batches,
 `input` the input pipeline, `profile` splits a step's time over its XLA operations,

@@ -31,7 +31,10 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
     config_flags.DEFINE_config_file(
         "config", None, "A packaged config (name) or a config file; overrides as in `ffjax train`.", flag_values=fv, sys_argv=argv
     )
-    flags.DEFINE_enum("suite", "", ["", "torch_reference"], "Named case set instead of --config: "
+    flags.DEFINE_enum("suite", "", ["", "accelerator", "torch_reference"], "Named case set instead of --config: "
+                      "accelerator = xception_cls 299, unet_xception 256 and unet_resnet34 256 in bf16 and fp32, train "
+                      "and eval, each at the largest power-of-two batch whose step fits in 70 percent of device memory "
+                      "(compile time, peak device memory, MFU; one GPU in a few minutes; on CPU the batch is 8); "
                       "torch_reference = the PyTorch CPU reference suite's models, batch, sizes, loss and optimizer.", flag_values=fv)
     flags.DEFINE_list("models", [], "With --suite: only these suite models (e.g. xception_cls).", flag_values=fv)
     flags.DEFINE_string("name", "", "Row name for --config runs (default: config.model).", flag_values=fv)
@@ -154,9 +157,19 @@ def _measure_steps(
     """Every (precision, batch, device count, mode) of every plan: rows, and cases skipped."""
     from ffjax.bench import profile, steps  # import JAX: after the flags (module docstring)
 
-    rows, skipped = [], []
+    rows, skipped, fitted = [], [], {}
     for p in plans:
         for precision, batch, devices, mode in itertools.product(p["precisions"], p["batch_sizes"], counts, p["modes"]):
+            fit_note = None
+            if batch == "fit":
+                # Fitted once per model, precision and device count on the train step (the
+                # larger of the two), and used for eval too.
+                key = (p["name"], precision, devices)
+                if key not in fitted:
+                    _print(f"[bench] {p['name']} {precision} on {devices} device(s): fitting the batch to device memory ...")
+                    probe = steps.Case(mode="train", devices=devices, batch=8 * devices, precision=precision, image_size=p["image_size"])
+                    fitted[key] = steps.fit_batch(p["config"], probe)
+                batch, fit_note = fitted[key]
             case = steps.Case(mode=mode, devices=devices, batch=batch, precision=precision, image_size=p["image_size"])
             if batch % devices:
                 skipped.append({"name": p["name"], **vars(case), "reason": f"batch {batch} does not divide over {devices} devices"})
@@ -167,6 +180,8 @@ def _measure_steps(
                 p["config"], case, warmup=warmup, iters=iters, profile_steps=profile_steps,
                 trace_dir=os.path.join(trace_dir, label) if trace_dir else "",
             )}
+            if fit_note:
+                row["batch_fit"] = fit_note
             _print(f"[bench]   {row['ms_step_median']:.1f} ms/step, {row['images_per_s']:.2f} img/s "
                    f"(compile {row['compile_s']:.1f} s, cpu_util {row['cpu_util']:.2f}, load {row['loadavg_before'][0]:.2f})")
             if "profile" in row:

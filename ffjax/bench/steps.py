@@ -126,6 +126,58 @@ def _build(cfg: Any, mode: str, mesh: jax.sharding.Mesh, batch: dict[str, jax.Ar
     return compiled, state, params, time.perf_counter() - tick
 
 
+def device_memory() -> tuple[int | None, int | None]:
+    """(bytes the first local device may use, its peak bytes in use so far); None where the
+    platform reports no memory statistics (CPU)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit"), stats.get("peak_bytes_in_use")
+
+
+def _step_bytes(config: Any, case: Case) -> int:
+    """Device bytes one compiled step needs (arguments + outputs + temporaries, per device)."""
+    cfg = case_config(config, case)
+    mesh = sharding.make_mesh(case.devices)
+    host = synthetic_batch(case.batch // jax.process_count(), case.image_size)
+    batch = sharding.global_batch(host, mesh)
+    compiled = _build(cfg, case.mode, mesh, batch)[0]
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def fit_batch(config: Any, case: Case, *, fraction: float = 0.7, max_per_device: int = 1024) -> tuple[int, str]:
+    """The largest power-of-two global batch whose step fits in `fraction` of device memory.
+
+    Compiles (does not run) the step at 8 and 16 examples per device, fits memory as fixed +
+    per-example bytes, picks the power of two under the budget and checks it by compiling it
+    (halving while it does not fit).
+
+    Args:
+      config: the run config.
+      case: the case to fit; its batch is replaced.
+      fraction: share of the device's `bytes_limit` the step may use.
+      max_per_device: upper bound on examples per device.
+
+    Returns:
+      (global batch, how it was chosen). On a platform without memory statistics (CPU) the
+      case's own batch is returned.
+    """
+    limit, _ = device_memory()
+    if not limit:
+        return case.batch, "the suite's batch (this platform reports no device memory limit)"
+    budget = fraction * limit
+    at = lambda per: _step_bytes(config, dataclasses.replace(case, batch=per * case.devices))  # noqa: E731
+    small, large = at(8), at(16)
+    per_example = max(1.0, (large - small) / 8)
+    fixed = small - 8 * per_example
+    per = 8
+    while per * 2 <= max_per_device and fixed + per * 2 * per_example <= budget:
+        per *= 2
+    while per > 1 and at(per) > budget:
+        per //= 2
+    return per * case.devices, (f"fills {fraction:.0%} of {limit / 2**30:.1f} GiB: ~{per_example / 2**20:.1f} MiB per "
+                                f"example + {max(fixed, 0) / 2**20:.0f} MiB")
+
+
 def measure(
     config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: int = 0, profile_steps: int = 0, trace_dir: str = ""
 ) -> dict[str, Any]:
@@ -207,6 +259,7 @@ def measure(
         "achieved_gflops_per_s": round(flops_step / median / 1e9, 3) if flops_step else None,
         "bytes_accessed_per_step": float(cost["bytes accessed"]) * case.devices if cost.get("bytes accessed") else None,
         "temp_bytes_per_device": _temp_bytes(compiled),
+        "peak_device_bytes": device_memory()[1],
         "threads": threads,
         "cpu_util": round(cpu / (wall * threads), 3),
         "loadavg_before": [round(v, 2) for v in load_before],

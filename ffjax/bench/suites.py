@@ -1,6 +1,7 @@
 """Named sets of benchmark cases.
 
-`torch_reference` emits exactly the rows of the PyTorch CPU reference suite
+`accelerator` measures the three reference models on one GPU/TPU in bf16 and fp32 at a batch
+that fills the device. `torch_reference` emits exactly the rows of the PyTorch CPU reference suite
 (/work/shared/bench/torch_reference: timm `legacy_xception`, smp `Unet` with Xception and
 ResNet-34 encoders), with the same batch, image sizes, loss (BCE with logits on a random
 binary mask or label) and optimizer (AdamW), so its `summarize.py` can put them side by side.
@@ -38,13 +39,25 @@ TORCH_REFERENCE_TRAINING = (
     ("loss.dice_weight", 0.0),
 )
 
+# The three reference models as the project trains them (the configs' own loss and optimizer).
+REFERENCE_MODELS = (
+    SuiteModel("xception_cls", "xception_cls", 299, (("model_kwargs.num_outputs", 1),)),
+    SuiteModel("unet_xception", "default", 256),
+    SuiteModel("unet_resnet34", "default", 256, (("model", "unet_resnet34"),)),
+)
+
 SUITES: dict[str, dict[str, Any]] = {
+    # One GPU or TPU chip in a few minutes: bf16 and fp32, train and eval, each at the
+    # largest power-of-two batch whose step fits in 70 % of device memory ("fit").
+    "accelerator": {
+        "models": REFERENCE_MODELS,
+        "batch_sizes": ("fit",),
+        "modes": ("train", "eval"),
+        "precisions": ("bf16", "fp32"),
+        "training": (),
+    },
     "torch_reference": {
-        "models": (
-            SuiteModel("xception_cls", "xception_cls", 299, (("model_kwargs.num_outputs", 1),)),
-            SuiteModel("unet_xception", "default", 256),
-            SuiteModel("unet_resnet34", "default", 256, (("model", "unet_resnet34"),)),
-        ),
+        "models": REFERENCE_MODELS,
         "batch_sizes": (8,),
         "modes": ("train", "eval"),
         "precisions": ("fp32",),
