@@ -23,7 +23,7 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
-from ffjax import checkpoints, cluster, convert, evaluation, models, optim, paths, sharding, state as state_lib, tasks, writers
+from ffjax import checkpoints, cluster, convert, evaluation, models, optim, paths, sharding, state as state_lib, tasks, workdir_lock, writers
 from ffjax.data import pipeline
 from ffjax.platform import selection
 from ffjax.state import TrainState
@@ -191,16 +191,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Args:
       config: a config from `configs/`.
-      workdir: where checkpoints, metrics.jsonl, TensorBoard files and eval reports go.
+      workdir: where checkpoints, metrics.jsonl, TensorBoard files and eval reports go (a
+        local folder or a gs:// URL every host shares); one run at a time.
 
     Returns:
       The last evaluation's results (or {} if none ran).
+
+    Raises:
+      Preempted: stopped by SIGTERM after every host saved the same step (resumable).
+      WorkdirInUse: another live run holds `workdir`.
     """
     cluster.initialize(config)
     mesh = sharding.make_mesh()
     validate_config(config, mesh)
-    workdir = paths.resolve(workdir)  # a local folder or a gs:// URL every host shares
+    workdir = paths.resolve(workdir)
+    with workdir_lock.WorkdirLock(workdir):
+        return _train_and_evaluate(config, workdir, mesh)
 
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
+    """`train_and_evaluate` once the workdir is held."""
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
     fingerprint = train_split.fingerprint()
     tx = optim.make_optimizer(config)
