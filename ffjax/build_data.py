@@ -11,7 +11,10 @@ opens the result from its files alone.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -44,23 +47,45 @@ def build_dataset(manual_dir, data_dir, *, overwrite: bool = False, verbose: boo
     # one: use the registered config by name (the worker count goes to the builder).
     if config.name in ff_builder.Builder.builder_configs:
         config = config.name
-    builder = ff_builder.Builder(
-        config=config, data_dir=str(Path(data_dir).expanduser()), num_workers=num_workers
-    )
-    # REUSE_CACHE_IF_EXISTS deletes a finished build and regenerates it (nothing is
-    # downloaded either way: the data is manual).
-    mode = (
-        tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
-        if overwrite
-        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    )
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), download_mode=mode),
-    )
+    data_dir = Path(data_dir).expanduser()
+    builder = ff_builder.Builder(config=config, data_dir=str(data_dir), num_workers=num_workers)
+    if overwrite and builder.is_prepared():
+        # Never delete a finished build before its replacement is finished: build beside it,
+        # then swap the folders (TFDS's own overwrite deletes first, and a failure leaves nothing).
+        builder = _rebuild_and_swap(builder, config, data_dir, manual_dir, num_workers)
+    else:
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=str(manual_dir), download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+            ),
+        )
     if verbose:
         print(dataset_summary(builder.data_dir))
     return builder
+
+
+def _rebuild_and_swap(old_builder, config, data_dir: Path, manual_dir, num_workers):
+    """Builds `config` into a scratch data dir beside `data_dir`, then replaces the old build.
+
+    The old build stays readable until the new one is complete; a failed rebuild leaves it
+    untouched and removes the scratch folder.
+    """
+    final = Path(old_builder.data_dir)
+    scratch = data_dir / f".ffjax_rebuild_{os.getpid()}_{int(time.time())}"
+    try:
+        fresh = ff_builder.Builder(config=config, data_dir=str(scratch), num_workers=num_workers)
+        fresh.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+        )
+        retired = final.with_name(f"{final.name}.replaced_{int(time.time())}")
+        os.replace(final, retired)
+        os.replace(fresh.data_dir, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return ff_builder.Builder(config=config, data_dir=str(data_dir), num_workers=num_workers)
 
 
 def dataset_summary(dataset_dir) -> str:

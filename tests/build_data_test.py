@@ -201,6 +201,29 @@ def test_two_worker_build_gives_identical_records(tree, built, tmp_path):
         assert m1 == m2
 
 
+def test_overwrite_replaces_a_finished_build_only_once_the_new_one_is_complete(tree, tmp_path, monkeypatch):
+    kwargs = dict(methods=("Face2Face",), frames_per_video=2, image_size=32, num_workers=0, verbose=False)
+    first = build_data.build_dataset(tree.root, tmp_path, **kwargs)
+    folder = pathlib.Path(first.data_dir)
+    records = len(first.as_data_source("train"))
+    # Twice in a row (what used to crash and leave the config folder empty).
+    for _ in range(2):
+        again = build_data.build_dataset(tree.root, tmp_path, overwrite=True, **kwargs)
+        assert pathlib.Path(again.data_dir) == folder and len(again.as_data_source("train")) == records
+    # A rebuild that fails leaves the old build readable and no scratch folder behind.
+    from tfds_builders.faceforensics import process as process_lib
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(process_lib, "process_group", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_data.build_dataset(tree.root, tmp_path, overwrite=True, **kwargs)
+    assert len(store.load_builder(tmp_path, first.builder_config.name).as_data_source("train")) == records
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ffjax_rebuild")]
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+
+
 def test_root_and_compression_errors_are_explained(tree, tmp_path):
     with pytest.raises(ffpp.LayoutError, match="is it the FF\\+\\+ root"):
         build_data.build_dataset(tmp_path, tmp_path / "out", num_workers=0)
