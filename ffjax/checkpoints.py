@@ -5,22 +5,84 @@ config, the data fingerprint and the data position, so a run can be resumed exac
 audited later. The data position is global (the next global batch: the input order is defined
 over the whole split, see `pipeline.train_dataset`), not one iterator file per process, so a
 checkpoint resumes on any process count and any device count that divides the global batch.
+
+Integrity: once a step is fully written, process 0 records a checksum of every file in it
+(`ffjax_checksums.json`). A resume checks them and falls back to the newest intact step,
+moving a corrupt one aside to `checkpoints_corrupt/` (never deleting it) with a warning that
+names it; evaluation names corruption as corruption.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
-import os
+import time
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from ffjax import paths
 
 _STATE, _META = "state", "meta"
+CHECKSUMS = "ffjax_checksums.json"
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint's files do not match what was written (or do not restore)."""
+
+
+def _digest(path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(step_dir) -> dict[str, Any]:
+    """Every file under `step_dir` by relative name (epath has no recursive glob on GCS)."""
+    out, folders = {}, [step_dir]
+    while folders:
+        for p in folders.pop().iterdir():
+            if p.is_dir():
+                folders.append(p)
+            elif p.name != CHECKSUMS:
+                out[str(p.relative_to(step_dir))] = p
+    return out
+
+
+def write_checksums(step_dir) -> None:
+    """Records a checksum of every file of a finished checkpoint step (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    step_dir = paths.path(step_dir)
+    sums = {name: _digest(p) for name, p in sorted(_files(step_dir).items())}
+    (step_dir / CHECKSUMS).write_text(json.dumps(sums, indent=0))
+
+
+def verify_checksums(step_dir) -> str | None:
+    """What is wrong with a checkpoint step's files, or None (also when it has no checksums:
+    a step written before they existed, or killed before they were)."""
+    step_dir = paths.path(step_dir)
+    record = step_dir / CHECKSUMS
+    if not record.exists():
+        return None
+    try:
+        sums = json.loads(record.read_text())
+    except ValueError:
+        return f"{record} is unreadable"
+    files = _files(step_dir)
+    for name, digest in sums.items():
+        if name not in files:
+            return f"{step_dir / name} is missing"
+        if _digest(files[name]) != digest:
+            return f"{step_dir / name} differs from what was written (checksum)"
+    return None
 
 
 def abstract_like(tree: Any) -> Any:
@@ -38,6 +100,7 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
         self._best = None
+        self._unsealed: list[tuple[Any, int]] = []  # (manager, step) saved, not yet checksummed
         self.best_metric = best_metric
         if best_metric:
             def score(metrics: dict) -> float:
@@ -60,38 +123,94 @@ class Checkpointer:
             _STATE: ocp.args.StandardSave(state),
             _META: ocp.args.JsonSave(meta),
         }
-        if not self._latest.save(step, args=ocp.args.Composite(**args), force=True):
+        self._seal()
+        if self._latest.save(step, args=ocp.args.Composite(**args), force=True):
+            self._unsealed.append((self._latest, step))
+        else:
             logging.info("Checkpoint for step %d already exists; not overwritten.", step)
+
+    def _seal(self) -> None:
+        """Checksums the steps saved since the last call, once they are fully written.
+
+        Called before the next save: orbax finishes one save before starting another anyway,
+        so waiting here costs nothing more.
+        """
+        for manager, step in self._unsealed:
+            manager.wait_until_finished()
+            step_dir = f"{manager.directory}/{step}"
+            if paths.path(step_dir).exists():  # not already removed by max_to_keep
+                write_checksums(step_dir)
+        self._unsealed = []
 
     def save_best(self, step: int, state: Any, metrics: dict, meta: dict) -> None:
         """Offers `state` to the best-by-metric manager; it keeps it only if it is the best."""
         if self._best is None:
             return
         flat = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        self._best.save(
+        self._seal()
+        if self._best.save(
             step,
             args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}),
             metrics=flat,
             force=True,
-        )
+        ):
+            self._unsealed.append((self._best, step))
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
-        """Restores the newest checkpoint into `abstract_state`'s types and shardings.
+        """Restores the newest intact checkpoint into `abstract_state`'s types and shardings.
+
+        A step whose files fail their checksums or do not restore is moved aside to
+        `checkpoints_corrupt/` with a warning naming it, and the next older one is tried.
 
         Returns:
           (state, meta), or None when the workdir holds no checkpoint yet.
+
+        Raises:
+          ValueError: the checkpoint holds another model (a changed config), naming it.
+          CorruptCheckpoint: every checkpoint there is corrupt.
         """
-        step = self._latest.latest_step()
-        if step is None:
-            return None
         args = {_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()}
-        restored = self._latest.restore(step, args=ocp.args.Composite(**args))
-        return restored[_STATE], restored[_META]
+        steps = sorted(self._latest.all_steps(), reverse=True)
+        if not steps:
+            return None
+        bad = []
+        for step in steps:
+            step_dir = f"{self._latest.directory}/{step}"
+            mismatch = _shape_mismatch(f"{step_dir}/{_STATE}", abstract_state)
+            if mismatch:
+                raise ValueError(
+                    f"{step_dir} does not fit the model of this config ({mismatch}): the model settings changed "
+                    "since it was saved. Resume with the config it was trained with, or use another --workdir."
+                )
+            problem = verify_checksums(step_dir)
+            if problem is None:
+                try:
+                    restored = self._latest.restore(step, args=ocp.args.Composite(**args))
+                    if bad:
+                        logging.warning("Resumed from step %d, the newest intact checkpoint.", step)
+                    return restored[_STATE], restored[_META]
+                except Exception as e:  # noqa: BLE001 - whatever the reader raises, the files are bad
+                    problem = f"it does not restore: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            bad.append(self._quarantine(step, problem))
+        raise CorruptCheckpoint(f"Every checkpoint in {self.workdir}/checkpoints is corrupt; moved aside: {bad}.")
+
+    def _quarantine(self, step: int, problem: str) -> str:
+        """Moves a corrupt step out of the manager's folder (kept for inspection)."""
+        target = paths.path(f"{self.workdir}/checkpoints_corrupt/{step}_{time.strftime('%Y%m%dT%H%M%S')}")
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            paths.path(f"{self._latest.directory}/{step}").rename(target)
+        logging.warning("Checkpoint step %d is corrupt (%s); moved to %s, falling back to an older step.", step, problem, target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("ffjax_checkpoint_quarantine")
+        self._latest.reload()
+        return str(target)
 
     def wait(self) -> None:
         self._latest.wait_until_finished()
         if self._best is not None:
             self._best.wait_until_finished()
+        self._seal()
 
     def close(self) -> None:
         self._latest.close()
@@ -193,10 +312,21 @@ def restore_model_state(workdir_or_path: str, target: dict, *, which: str = "lat
             lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), target
         )
         state_args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+        problem = verify_checksums(f"{folder}/{step}")
+        if problem:
+            raise CorruptCheckpoint(
+                f"Checkpoint {folder}/{step} is corrupt: {problem}. Pick an older step with --checkpoint "
+                f"(steps there: {sorted(manager.all_steps())})."
+            )
         try:
             restored = manager.restore(step, args=ocp.args.Composite(**{_STATE: state_args, _META: ocp.args.JsonRestore()}))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(
                 f"Checkpoint {folder}/{step} does not fit the model of this config (another model or size?): {e}"
+            ) from e
+        except Exception as e:  # noqa: BLE001 - shapes fit (checked above): the files are bad
+            raise CorruptCheckpoint(
+                f"Checkpoint {folder}/{step} is corrupt: it does not restore ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300] if str(e) else ''}). Pick an older step with --checkpoint."
             ) from e
     return dict(restored[_STATE]), restored[_META], step

@@ -209,6 +209,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return _train_and_evaluate(config, workdir, mesh)
 
 
+# Settings that change what a checkpoint's arrays mean or what data it was fitted on: a resume
+# with any of them changed is refused unless config.allow_config_change.
+_MODEL_AND_DATA = ("model", "model_kwargs", "dtype", "param_dtype", "optimizer", "dataset.name",
+                   "dataset.config_name", "dataset.train_split")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in (tree or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def check_resume_config(saved: dict | None, config: Any, workdir: str) -> None:
+    """Says which settings differ from the checkpoint's; refuses model/data changes.
+
+    Args:
+      saved: the config stored with the latest checkpoint (None: nothing to compare).
+      config: this run's config.
+      workdir: for the messages.
+
+    Raises:
+      ValueError: a model, dtype, optimizer or dataset setting changed and
+        `config.allow_config_change` is False; the message names every such field.
+    """
+    if not saved:
+        return
+    old, new = _flat(saved), _flat(config.to_dict())
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "allow_config_change")
+    if not changed:
+        return
+    described = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+    blocking = [k for k in changed if any(k == f or k.startswith(f + ".") for f in _MODEL_AND_DATA)]
+    if blocking and not config.get("allow_config_change"):
+        raise ValueError(
+            f"--workdir {workdir} holds a run with other model or data settings: "
+            f"{', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in blocking)}. Resume with the settings it "
+            "was trained with, use another --workdir, or pass --config.allow_config_change=True."
+        )
+    logging.warning("Resuming %s with changed settings: %s", workdir, described)
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
     """`train_and_evaluate` once the workdir is held."""
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
@@ -218,6 +264,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: j
     ckpt = checkpoints.Checkpointer(
         workdir, keep=config.keep_checkpoints, best_metric=config.best_metric, best_mode=config.best_mode
     )
+    try:
+        saved_config = checkpoints.read_meta(workdir, "latest")[0].get("config")
+    except (FileNotFoundError, ValueError):
+        saved_config = None  # no checkpoint yet, or an unreadable one (restore_latest decides)
+    check_resume_config(saved_config, config, workdir)
     restored = ckpt.restore_latest(checkpoints.abstract_like(state))
     validation = None
     next_batch = 0

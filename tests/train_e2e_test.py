@@ -126,3 +126,40 @@ def test_classifier_config_trains_and_evaluates_with_the_same_code(tiny_dataset,
     assert "pixel" not in results.metrics["all"]["all"]  # a classifier has no masks to score
     rows = [r for r in read_jsonl(tmp_path / "cls" / "metrics.jsonl") if "train/loss" in r]
     assert len(rows) == 2 and all(np.isfinite(r["train/loss"]) for r in rows)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(tiny_dataset, tmp_path):
+    """A truncated array file or a flipped byte in the newest step: the resume moves it aside
+    (kept, named) and continues from the step before; evaluation calls it corruption."""
+    config = tiny_config(tiny_dataset, num_train_steps=4, eval_every_steps=0, checkpoint_every_steps=2)
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(config, str(workdir))
+    step4 = workdir / "checkpoints" / "4"
+    assert (step4 / checkpoints.CHECKSUMS).exists()
+    arrays = sorted((p for p in step4.rglob("*") if p.is_file() and p.stat().st_size > 1000), key=lambda p: p.stat().st_size)
+    victim = arrays[-1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: restores silently without checksums
+    victim.write_bytes(bytes(data))
+    with pytest.raises(checkpoints.CorruptCheckpoint, match="differs from what was written"):
+        evaluation.evaluate_checkpoint(config, str(workdir), split="val")
+    with config.unlocked():
+        config.num_train_steps = 6
+    train.train_and_evaluate(config, str(workdir))
+    moved = list((workdir / "checkpoints_corrupt").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("4_")  # kept for inspection, not deleted
+    # Steps 3-6 were redone from step 2 (keep_checkpoints then drops 2).
+    assert sorted(os.listdir(workdir / "checkpoints"))[-2:] == ["4", "6"]
+    assert checkpoints.verify_checksums(workdir / "checkpoints" / "4") is None
+
+
+def test_resuming_with_another_model_names_the_changed_field(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, num_train_steps=2, eval_every_steps=0, checkpoint_every_steps=2)
+    train.train_and_evaluate(config, str(tmp_path))
+    wider = tiny_config(tiny_dataset, num_train_steps=4, eval_every_steps=0, checkpoint_every_steps=2,
+                        model_kwargs={"base_width": 2 * config.model_kwargs.base_width})
+    with pytest.raises(ValueError, match=r"other model or data settings: model_kwargs.base_width: \d+ -> \d+"):
+        train.train_and_evaluate(wider, str(tmp_path))
+    # A changed learning rate is allowed, and said.
+    faster = tiny_config(tiny_dataset, num_train_steps=4, eval_every_steps=0, checkpoint_every_steps=2, learning_rate=0.03)
+    train.train_and_evaluate(faster, str(tmp_path))

@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 64                         # global
     config.checkpoint_every_steps = 1_000
     config.keep_checkpoints = 3                         # latest-N kept for resuming
+    config.allow_config_change = False                  # resume although model/data settings differ from the checkpoint's
     config.best_metric = "frame/auc"                    # kept in workdir/best by this metric
     config.best_mode = "max"
     config.threshold = 0.5                              # pixel and frame decision threshold
