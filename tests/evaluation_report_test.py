@@ -161,3 +161,16 @@ def test_frame_scores_survive_the_multihost_json_round_trip():
     assert m.tolist() == [0, 1] and c.tolist() == [1, 1] and lab.tolist() == [0, 1]
     np.testing.assert_array_equal(score, s[:2].astype(np.float64))  # bit-exact
     np.testing.assert_array_equal(pixel, [[0, 1, 2, 3], [4, 5, 6, 7]])
+
+
+def test_a_checkpoint_is_not_scored_on_crops_of_another_size():
+    """A 32-px model on 64-px crops runs without error and means nothing: refused."""
+    import types
+
+    from ffjax.evaluation import runner
+
+    split = types.SimpleNamespace(build_settings={"image_size": 64, "crop_scale": 1.3}, path="/data/c23_size64")
+    with pytest.raises(ValueError, match="trained on crops with image_size=32 but /data/c23_size64 has image_size=64"):
+        runner._check_crops_match({"image_size": 32, "crop_scale": 1.3}, split, "/runs/x")
+    runner._check_crops_match({"image_size": 64, "crop_scale": 1.3}, split, "/runs/x")  # the same: fine
+    runner._check_crops_match({}, split, "/runs/x")  # an old checkpoint that recorded nothing

@@ -241,3 +241,18 @@ def test_bad_checkpoints_are_named(run_dir, tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="--image_size and --crop_scale"):
         inference.crop_settings(moved)
     assert inference.crop_settings(moved, 64, 1.3)[:2] == (64, 1.3)
+
+
+def test_bad_predict_options_fail_before_loading_anything(tmp_path):
+    """`--batch_size 0` used to fall back to 16 silently; `--output` naming a file ended in a traceback."""
+    from ffjax.inference import predict as predict_lib
+    from ffjax.testing import write_video
+
+    video = write_video(tmp_path / "in.mp4", np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(SystemExit, match="--batch_size=0 must be >= 1"):
+        predict_lib.run(["ffjax predict", "--workdir", str(tmp_path), "--input", str(video),
+                         "--output", str(tmp_path / "out"), "--batch_size", "0"])
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(SystemExit, match="--output .*taken is a file; give a folder"):
+        predict_lib.run(["ffjax predict", "--workdir", str(tmp_path), "--input", str(video),
+                         "--output", str(tmp_path / "taken")])

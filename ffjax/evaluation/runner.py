@@ -87,6 +87,22 @@ def headline(result: EvalResult) -> dict[str, float]:
     return {k: v for k, v in result.scalars().items() if k.count("/") == 1}
 
 
+def _check_crops_match(trained: dict, split: pipeline.Split, workdir: str) -> None:
+    """Refuses a dataset whose crops differ from the training data's (size, scale, rule).
+
+    A 32-px model scored on 64-px crops runs without error and means nothing.
+    """
+    here = split.build_settings or {}
+    differ = [k for k in ("image_size", "crop_scale", "crop_source") if k in trained and k in here and trained[k] != here[k]]
+    if differ:
+        raise ValueError(
+            f"--workdir {workdir} was trained on crops with "
+            f"{', '.join(f'{k}={trained[k]!r}' for k in differ)} but {split.path} has "
+            f"{', '.join(f'{k}={here[k]!r}' for k in differ)}: evaluate on a build with the training settings "
+            "(config.dataset.config_name)."
+        )
+
+
 def evaluate_checkpoint(config: Any, workdir: str, *, split: str = "test", checkpoint: str = "latest") -> EvalResult:
     """Restores a checkpoint's model (parameters and statistics only) and evaluates it on `split`.
 
@@ -107,6 +123,7 @@ def evaluate_checkpoint(config: Any, workdir: str, *, split: str = "test", check
     graphdef, target, _ = state_lib.abstract_model_state(config, mesh)
     restored, meta, step = checkpoints.restore_model_state(workdir, target, which=checkpoint)
     model_state = (restored["params"], restored["rest"])
+    _check_crops_match(meta.get("dataset_build") or {}, pipeline.open_split(config.dataset, split), workdir)
     return SplitEvaluator(config, mesh, graphdef).evaluate_split(
         model_state, split, step=step, workdir=workdir, validation=meta.get("validation")
     )

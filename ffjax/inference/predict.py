@@ -99,7 +99,7 @@ class Predictor:
         config = model.config
         self.model = model
         self.image_size, self.crop_scale, self.crop_from = crop_settings(config, image_size, crop_scale, model.dataset_build)
-        self.batch_size = int(batch_size or config.eval_batch_size)
+        self.batch_size = int(config.eval_batch_size if batch_size is None else batch_size)
         sharding.check_batch_size(self.batch_size, model.mesh, "--batch_size")
         self.threshold = float(config.threshold if threshold is None else threshold)
         if not 0.0 < self.threshold < 1.0:
@@ -342,6 +342,11 @@ def predict(workdir, input_path, output_dir, *, checkpoint: str = "latest", ever
     # Bad input fails before the model is loaded and compiled.
     media.check_sampling(every_n_frames, max_frames)
     media.open_source(input_path)
+    for name in ("batch_size", "image_size"):
+        if options.get(name) is not None and int(options[name]) < 1:
+            raise ValueError(f"--{name}={options[name]} must be >= 1 (leave it out for the default).")
+    if Path(output_dir).expanduser().exists() and not Path(output_dir).expanduser().is_dir():
+        raise ValueError(f"--output {output_dir} is a file; give a folder (it is created if missing).")
     model = load_model(workdir, checkpoint, config)
     return Predictor(model, **options).predict(input_path, output_dir, every_n_frames=every_n_frames, max_frames=max_frames)
 
