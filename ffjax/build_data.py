@@ -49,6 +49,7 @@ def build_dataset(manual_dir, data_dir, *, overwrite: bool = False, verbose: boo
         config = config.name
     data_dir = Path(data_dir).expanduser()
     builder = ff_builder.Builder(config=config, data_dir=str(data_dir), num_workers=num_workers)
+    _remove_abandoned_builds(Path(builder.data_dir).parent, verbose)
     if overwrite and builder.is_prepared():
         # Never delete a finished build before its replacement is finished: build beside it,
         # then swap the folders (TFDS's own overwrite deletes first, and a failure leaves nothing).
@@ -63,6 +64,25 @@ def build_dataset(manual_dir, data_dir, *, overwrite: bool = False, verbose: boo
     if verbose:
         print(dataset_summary(builder.data_dir))
     return builder
+
+
+# A build folder TFDS left behind (killed mid-build) is abandoned once nothing in it changed for
+# this long; a build that is still running writes into its folder every few seconds.
+ABANDONED_AFTER_S = 600
+
+
+def _remove_abandoned_builds(config_dir: Path, verbose: bool) -> list[Path]:
+    """Removes `incomplete.*` folders of a killed build of this config (they are never reused)."""
+    removed = []
+    for folder in sorted(config_dir.glob("incomplete.*")) if config_dir.is_dir() else []:
+        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+        if time.time() - newest < ABANDONED_AFTER_S:
+            continue  # maybe another build of this config, running now
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        if verbose:
+            print(f"removed {folder}: left by an interrupted build")
+    return removed
 
 
 def _rebuild_and_swap(old_builder, config, data_dir: Path, manual_dir, num_workers):

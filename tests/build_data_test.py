@@ -1,5 +1,6 @@
 """Tests of the FF++ TFDS builder on generated trees: records, splits, alignment, bad input."""
 
+import os
 import pathlib
 import shutil
 
@@ -429,3 +430,19 @@ def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
                    "--mask_mode", "sometimes"])
     assert "ffjax build-data: error: argument --mask_mode" in capsys.readouterr().err
 
+
+
+def test_a_killed_builds_leftovers_are_removed_by_the_next_build(tree, tmp_path):
+    kwargs = dict(methods=("Face2Face",), frames_per_video=2, image_size=32, num_workers=0, verbose=False)
+    first = build_data.build_dataset(tree.root, tmp_path, **kwargs)
+    config_dir = pathlib.Path(first.data_dir).parent
+    old = config_dir / "incomplete.AbC123_2.0.0"  # what a SIGKILL mid-build leaves
+    (old / "sub").mkdir(parents=True)
+    (old / "sub" / "shard").write_bytes(b"x" * 1000)
+    stamp = os.path.getmtime(old) - 2 * build_data.ABANDONED_AFTER_S
+    for p in (old, old / "sub", old / "sub" / "shard"):
+        os.utime(p, (stamp, stamp))
+    live = config_dir / "incomplete.Live99_2.0.0"  # another build writing right now
+    live.mkdir()
+    build_data.build_dataset(tree.root, tmp_path, **kwargs)
+    assert not old.exists() and live.exists()
