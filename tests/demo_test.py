@@ -39,6 +39,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert Path(record["input"]).stem in ("_".join(test_pair), "_".join(test_pair[::-1]))
     assert "/FaceSwap/" in record["input"] and record["video"]["frames_sampled"] == demo.SIZES["quick"]["num_frames"]
     assert media.open_source(outputs["predict_overlay_video"]).kind == "video"
+    # The checkpoint knows it was trained on generated data; predict says so.
+    assert record["protocol"]["trained_on_generated_data"] is True
     assert set(summary["predictions"]) == {"fake", "real"}
     assert summary["seconds"]["total"] >= sum(v for k, v in summary["seconds"].items() if k != "total")
 

@@ -27,6 +27,9 @@ DFD = "DeepFakeDetection"
 # `compression_id` in a batch indexes this tuple.
 COMPRESSIONS = ("raw", "c23", "c40")
 SPLITS = ("train", "val", "test")
+# At the root of a tree written by ffjax.testing.make_ffpp_tree (generated, not FF++): the
+# builder records it, so a checkpoint says it was trained on generated data.
+GENERATED_MARKER = "FFJAX_GENERATED_TREE.json"
 
 # The download script writes `raw/`, the README and extraction script say `c0/`.
 _COMPRESSION_DIRS = {"raw": ("raw", "c0"), "c23": ("c23",), "c40": ("c40",)}

@@ -284,6 +284,7 @@ class Predictor:
                 "face_score": frame_rule,
                 "frame_score": "highest face score of the frame; null when no face is found",
                 "threshold": self.threshold,
+                "trained_on_generated_data": bool(self.model.dataset_build.get("generated_data")),
             },
             "frames": entries,
             "video": {
@@ -308,7 +309,19 @@ class Predictor:
         }
 
 
+GENERATED_WARNING = (
+    "WARNING: this checkpoint was trained on generated data (ffjax.testing), not on FF++: its scores "
+    "on real videos mean nothing."
+)
+
+
 def _verdict(record: dict) -> str:
+    if record["protocol"].get("trained_on_generated_data"):
+        return GENERATED_WARNING + "\n" + _verdict_line(record)
+    return _verdict_line(record)
+
+
+def _verdict_line(record: dict) -> str:
     video, name = record["video"], Path(record["input"]).name
     what = "image" if record["kind"] == "image" else "video"
     fps = record["throughput"]["frames_per_second"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ffjax.data import ffpp
 from ffjax.testing import forgeries
 from ffjax.testing import scene as scene_lib
 from ffjax.testing import subjects as subjects_lib
@@ -20,6 +21,9 @@ from ffjax.testing.regions import RegionTrack
 from ffjax.testing.videos import write_video
 
 ORIGINAL = "original"
+# Written at the root of every generated tree: the builder records it, so a checkpoint says it
+# was trained on generated data and `ffjax predict` warns (its scores on real faces mean nothing).
+GENERATED_MARKER = ffpp.GENERATED_MARKER
 SPLITS = ("train", "val", "test")
 DEFAULT_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 # raw (alias c0) is lossless like FF++'s CRF 0; c23 and c40 are x264 at CRF 23 and 40, as
@@ -307,6 +311,10 @@ def make_ffpp_tree(
     masks_for, frame_size = _check_settings(
         methods, compressions, masks_for, num_frames, frame_size, fps
     )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / GENERATED_MARKER).write_text(json.dumps(
+        {"generator": "ffjax.testing.make_ffpp_tree", "seed": int(seed), "methods": list(methods)}
+    ) + "\n")
     by_split = _normalise_pairs(pairs)
     if subjects is not None:
         subjects = [subjects_lib.as_subject(s, i) for i, s in enumerate(subjects)]

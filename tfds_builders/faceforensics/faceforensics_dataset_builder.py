@@ -294,6 +294,8 @@ folder it wrote as manual_dir:
                     f"{sum(split_plan.named.values())} videos and none is on disk "
                     f"(skipped: {skipped})"
                 )
+        # A tree from ffjax.testing.make_ffpp_tree: recorded, so models trained on it say so.
+        self._generated = (epath.Path(dl_manager.manual_dir) / ffpp.GENERATED_MARKER).exists()
         return {
             split: self._generate_examples(split_plan)
             for split, split_plan in plans.items()
@@ -316,7 +318,8 @@ folder it wrote as manual_dir:
         )
         workers = self._num_workers()
         # The manifest records the threshold actually used, not None.
-        fields = dict(config.data_fields(), diff_threshold=options.diff_threshold)
+        fields = dict(config.data_fields(), diff_threshold=options.diff_threshold,
+                      generated_data=getattr(self, "_generated", False))
         manifest = manifest_lib.SplitManifest(split_plan, fields, workers)
         work = functools.partial(process.process_group, options=options)
         with tqdm.tqdm(
