@@ -446,3 +446,19 @@ def test_a_killed_builds_leftovers_are_removed_by_the_next_build(tree, tmp_path)
     live.mkdir()
     build_data.build_dataset(tree.root, tmp_path, **kwargs)
     assert not old.exists() and live.exists()
+
+
+def test_an_unreadable_videos_folder_is_a_message_not_a_traceback(tree, tmp_path, monkeypatch):
+    """What chmod 000 on a videos/ folder does to the planner (faked: tests may run as root,
+    who reads every folder)."""
+    folder = tree.root / "manipulated_sequences" / "Face2Face" / "c23" / "videos"
+    real_is_file = pathlib.Path.is_file
+
+    def is_file(path):
+        if str(path).startswith(str(folder)):
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real_is_file(path)
+
+    monkeypatch.setattr(pathlib.Path, "is_file", is_file)
+    with pytest.raises(ffpp.LayoutError, match=f"{folder}: permission denied while listing"):
+        build_data.build_dataset(tree.root, tmp_path, methods=("Face2Face",), num_workers=0, verbose=False)

@@ -207,12 +207,18 @@ def plan_splits(root, compression: str, methods, mask_mode: str, split_dir=None)
     root = ffpp.check_root(root)
     compression = ffpp.canonical_compression(compression)
     methods = ffpp.validate_methods(methods)
-    mask_sources = {m: _mask_source(root, m, mask_mode) for m in methods}
     plans = {split: SplitPlan(split) for split in ffpp.SPLITS}
     official = tuple(m for m in methods if m != ffpp.DFD)
-    _plan_official(root, compression, official, mask_sources, mask_mode, split_dir, plans)
-    if ffpp.DFD in methods:
-        _plan_dfd(root, compression, mask_sources[ffpp.DFD], mask_mode, plans)
+    try:
+        mask_sources = {m: _mask_source(root, m, mask_mode) for m in methods}
+        _plan_official(root, compression, official, mask_sources, mask_mode, split_dir, plans)
+        if ffpp.DFD in methods:
+            _plan_dfd(root, compression, mask_sources[ffpp.DFD], mask_mode, plans)
+    except PermissionError as e:
+        raise ffpp.LayoutError(
+            f"{e.filename}: permission denied while listing the FF++ tree. Make it readable "
+            f"(chmod -R u+rX {e.filename}) or move it out of manual_dir {root}."
+        ) from None
     for plan in plans.values():
         plan.groups.sort(key=lambda g: g.target)
     if not any(plan.num_found for plan in plans.values()):
