@@ -462,3 +462,17 @@ def test_an_unreadable_videos_folder_is_a_message_not_a_traceback(tree, tmp_path
     monkeypatch.setattr(pathlib.Path, "is_file", is_file)
     with pytest.raises(ffpp.LayoutError, match=f"{folder}: permission denied while listing"):
         build_data.build_dataset(tree.root, tmp_path, methods=("Face2Face",), num_workers=0, verbose=False)
+
+
+def test_videos_no_split_names_are_counted_not_ignored(tree, tmp_path):
+    folder = tree.root / "manipulated_sequences" / "Face2Face" / "c23" / "videos"
+    stray = folder / "998_999.mp4"
+    shutil.copy(next(folder.glob("*.mp4")), stray)
+    try:
+        builder = build_data.build_dataset(tree.root, tmp_path, methods=("Face2Face",), frames_per_video=2,
+                                           image_size=32, num_workers=0, verbose=False)
+        manifest = _manifest(builder, "train")
+        assert manifest["skipped"]["video_not_in_splits"] == [str(stray)]
+        assert "video_not_in_splits 1" in build_data.dataset_summary(builder.data_dir)
+    finally:
+        stray.unlink()

@@ -18,6 +18,7 @@ VIDEO_MISSING = "video_missing"
 MASK_VIDEO_MISSING = "mask_video_missing"
 # A DeepFakeDetection file not named <target>_<source>__<scene>__<id>.mp4 has no split of its
 # own: it is reported with the train split rather than dropped silently.
+NOT_IN_SPLITS = "video_not_in_splits"
 UNRECOGNISED_NAME = "unrecognised_video_name"
 # A DeepFakeDetection fake whose two actors fall in different splits (kept out of every split).
 DFD_ACTORS_IN_TWO_SPLITS = "dfd_actors_in_two_splits"
@@ -124,6 +125,7 @@ def _fake_video(plan: SplitPlan, ref: ffpp.VideoRef, masks: Path | None, mask_mo
 
 
 def _plan_official(root, compression, methods, mask_sources, mask_mode, split_dir, plans):
+    named = set()
     for split in ffpp.SPLITS:
         plan = plans[split]
         pairs = ffpp.load_split_pairs(split, split_dir)
@@ -134,17 +136,25 @@ def _plan_official(root, compression, methods, mask_sources, mask_mode, split_di
             fakes_of[b].add(f"{b}_{a}")
         for target in originals:
             ref = ffpp.video_ref(root, ffpp.ORIGINAL, compression, target)
+            named.add(ref.path)
             original = ref if _add(plan, ref) else None
             fakes = []
             for method in methods:
                 for name in sorted(fakes_of[target]):
                     fake = ffpp.video_ref(root, method, compression, name)
+                    named.add(fake.path)
                     if _add(plan, fake):
                         item = _fake_video(plan, fake, mask_sources[method], mask_mode)
                         if item is not None:
                             fakes.append(item)
             if original is not None or fakes:
                 plan.groups.append(GroupTask(target, original, tuple(fakes)))
+    # Videos on disk that no split names (renamed files, a custom split) are counted, never
+    # silently ignored; they are listed under train.
+    folders = [ffpp.originals_dir(root, compression)] + [ffpp.method_dir(root, m, compression) for m in methods]
+    stray = sorted(str(p) for f in folders if f.is_dir() for p in f.glob("*.mp4") if p not in named)
+    if stray:
+        plans["train"].skipped.setdefault(NOT_IN_SPLITS, []).extend(stray)
 
 
 def _plan_dfd(root, compression, masks, mask_mode, plans):
