@@ -256,3 +256,31 @@ def test_bad_predict_options_fail_before_loading_anything(tmp_path):
     with pytest.raises(SystemExit, match="--output .*taken is a file; give a folder"):
         predict_lib.run(["ffjax predict", "--workdir", str(tmp_path), "--input", str(video),
                          "--output", str(tmp_path / "taken")])
+
+
+def test_a_folder_scores_what_it_can_and_lists_the_rest(predictor, face_video, tmp_path):
+    """A subfolder, a video and an empty image in a folder of frames: the frames are scored,
+    the rest is listed with its reason (one empty image used to abort the whole folder)."""
+    video_path, frames = face_video
+    folder = tmp_path / "frames"
+    (folder / "more").mkdir(parents=True)
+    for i, frame in enumerate(frames[:3]):
+        media.write_image(folder / f"f_{i}.png", frame)
+    (folder / "f_3.png").write_bytes(b"")  # an empty image
+    (folder / "clip.mp4").write_bytes(video_path.read_bytes())
+    result = predictor.predict(folder, tmp_path / "out")
+    assert [f["name"] for f in result.record["frames"]] == ["f_0.png", "f_1.png", "f_2.png"]
+    reasons = {s["file"]: s["reason"] for s in result.record["skipped"]}
+    assert set(reasons) == {"more", "clip.mp4", "f_3.png"}
+    assert "folder" in reasons["more"] and "video" in reasons["clip.mp4"] and "decode" in reasons["f_3.png"]
+    assert "skipped 3 file(s) of the folder" in result.verdict
+
+
+def test_a_huge_image_is_downscaled_before_detection_and_drawing(predictor, face_video, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "MAX_FRAME_SIDE", FRAME_SIZE[0] // 2)  # stands in for an 8000 px photo
+    image = tmp_path / "big.png"
+    media.write_image(image, face_video[1][0])
+    result = predictor.predict(image, tmp_path / "out")
+    (scaled,) = result.record["downscaled"]
+    assert scaled["from"] == list(FRAME_SIZE) and max(scaled["to"]) == FRAME_SIZE[0] // 2
+    assert max(read_png(result.overlay_path).shape[:2]) == FRAME_SIZE[0] // 2

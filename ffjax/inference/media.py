@@ -27,12 +27,15 @@ class Source:
       path: the input path.
       fps: frame rate of a video (0 when unknown); 0 for frames and images.
       files: the frame files of a folder, in frame order; empty otherwise.
+      skipped: `(name, reason)` of what a folder holds besides frame images (subfolders,
+        videos, other files): listed in the prediction record, never silently dropped.
     """
 
     kind: str
     path: Path
     fps: float = 0.0
     files: tuple[Path, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def _natural_key(path: Path) -> list:
@@ -53,10 +56,15 @@ def open_source(path) -> Source:
     if not path.exists():
         raise FileNotFoundError(f"--input {path}: no such file or folder.")
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+        entries = sorted(path.iterdir(), key=_natural_key)
+        files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped = tuple((p.name, _why_not_a_frame(p)) for p in entries if p not in files)
         if not files:
-            raise ValueError(f"--input {path}: the folder holds no frame images ({', '.join(IMAGE_EXTENSIONS)}).")
-        return Source("frames", path, files=tuple(files))
+            raise ValueError(
+                f"--input {path}: the folder holds no frame images ({', '.join(IMAGE_EXTENSIONS)})"
+                + (f"; it holds {', '.join(f'{n} ({r})' for n, r in skipped[:5])}" if skipped else "") + "."
+            )
+        return Source("frames", path, files=tuple(files), skipped=skipped)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         read_image(path)
         return Source("image", path)
@@ -68,6 +76,14 @@ def open_source(path) -> Source:
             f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frames."
         ) from None
     return Source("video", path, fps=info.fps)
+
+
+def _why_not_a_frame(path: Path) -> str:
+    if path.is_dir():
+        return "a folder: frames are read from one folder; give it as --input"
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return "a video: give it as --input on its own"
+    return f"not an image ({', '.join(IMAGE_EXTENSIONS)})"
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -86,11 +102,15 @@ def check_sampling(every_n_frames: int, max_frames: int | None) -> None:
         raise ValueError(f"--max_frames={max_frames} must be >= 1.")
 
 
-def iter_frames(source: Source, every_n_frames: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, str, np.ndarray]]:
+def iter_frames(
+    source: Source, every_n_frames: int = 1, max_frames: int | None = None, skipped: list | None = None
+) -> Iterator[tuple[int, str, np.ndarray]]:
     """Yields `(frame_index, name, rgb)` for every `every_n_frames`-th frame, in order.
 
     A video is read once from the start; skipped frames are only grabbed (not converted).
     Reading stops at the first frame that does not decode (containers may overstate counts).
+    In a folder of frames, an image that does not decode is passed over and appended to
+    `skipped` as `(name, reason)` (one bad file does not abort the folder).
     """
     check_sampling(every_n_frames, max_frames)
     if source.kind == "image":
@@ -99,7 +119,14 @@ def iter_frames(source: Source, every_n_frames: int = 1, max_frames: int | None 
     if source.kind == "frames":
         picked = source.files[::every_n_frames][:max_frames]
         for k, path in enumerate(picked):
-            yield k * every_n_frames, path.name, read_image(path)
+            try:
+                image = read_image(path)
+            except ValueError:
+                if skipped is None:
+                    raise
+                skipped.append((path.name, "does not decode (empty or corrupt image)"))
+                continue
+            yield k * every_n_frames, path.name, image
         return
     cap = cv2.VideoCapture(str(source.path))
     try:

@@ -23,6 +23,7 @@ import logging
 import time
 from pathlib import Path
 
+import cv2
 import jax
 import numpy as np
 
@@ -34,6 +35,9 @@ from ffjax.platform import selection
 
 # The builder's detector setting (ffjax.data.faces): one setting for training crops and here.
 DEFAULT_UPSAMPLE = faces_lib.UPSAMPLE
+# Frames larger than this (longer side, px) are downscaled before detection, cropping and
+# drawing: an 8000x8000 photo peaked at 3.4 GB and wrote a 189 MB overlay at full size.
+MAX_FRAME_SIDE = 3840
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -201,7 +205,9 @@ class Predictor:
             timers["write"] += time.perf_counter() - tick
 
         tracker = faces_lib.FaceTracker(self.keyframe_every if source.kind != "image" else 1, self.upsample)
-        frames_iter = iter(media.iter_frames(source, every_n_frames, max_frames))
+        unreadable: list = []
+        downscaled: list = []
+        frames_iter = iter(media.iter_frames(source, every_n_frames, max_frames, skipped=unreadable))
         try:
             while True:
                 tick = time.perf_counter()
@@ -210,6 +216,14 @@ class Predictor:
                 if item is None:
                     break
                 index, name, rgb = item
+                original_size = rgb.shape[1::-1]
+                if max(rgb.shape[:2]) > MAX_FRAME_SIDE:
+                    # An 8000 px photo: detection, crops and overlay work on a copy whose
+                    # longer side is MAX_FRAME_SIDE (a face there still has far more pixels
+                    # than its crop), so memory and the overlay file stay bounded.
+                    scale = MAX_FRAME_SIDE / max(rgb.shape[:2])
+                    rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+                    downscaled.append({"frame": name, "from": list(original_size), "to": list(rgb.shape[1::-1])})
                 tick = time.perf_counter()
                 found = tracker(rgb)
                 timers["detect"] += time.perf_counter() - tick
@@ -241,10 +255,13 @@ class Predictor:
         finally:
             sink.close()
         if not entries:
-            raise ValueError(f"--input {source.path}: no frame could be decoded.")
+            why = f" ({'; '.join(f'{n}: {r}' for n, r in unreadable[:5])})" if unreadable else ""
+            raise ValueError(f"--input {source.path}: no frame could be decoded{why}.")
         seconds = time.perf_counter() - start
         preview_path = sink.path if source.kind == "image" else media.write_image(out / f"{stem}_preview.png", preview[0])
         record = self._record(source, entries, every_n_frames, max_frames, seconds, timers)
+        record["skipped"] = [{"file": n, "reason": r} for n, r in list(source.skipped) + unreadable]
+        record["downscaled"] = downscaled
         record["outputs"] = {"overlay": str(sink.path), "preview": str(preview_path)}
         json_path = out / f"{stem}_prediction.json"
         json_path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
@@ -316,9 +333,14 @@ GENERATED_WARNING = (
 
 
 def _verdict(record: dict) -> str:
+    lines = [_verdict_line(record)]
+    if record.get("skipped"):
+        lines.append(f"  skipped {len(record['skipped'])} file(s) of the folder: "
+                     + "; ".join(f"{s['file']} ({s['reason']})" for s in record["skipped"][:3])
+                     + (" ..." if len(record["skipped"]) > 3 else "") + " (all in the JSON)")
     if record["protocol"].get("trained_on_generated_data"):
-        return GENERATED_WARNING + "\n" + _verdict_line(record)
-    return _verdict_line(record)
+        lines.insert(0, GENERATED_WARNING)
+    return "\n".join(lines)
 
 
 def _verdict_line(record: dict) -> str:
