@@ -1,9 +1,9 @@
 """Locations a user gives: a local path or a URL (`gs://bucket/run`), resolved one way.
 
 A pod's hosts must share one checkpoint location, and on Cloud TPU that is a bucket: workdirs
-(checkpoints, metrics.jsonl, TensorBoard, eval reports) and predict's output accept `gs://`
-URLs through `etils.epath` (gcsfs underneath) and orbax (TensorStore's GCS driver). Local paths
-work as before.
+(checkpoints, metrics.jsonl, TensorBoard, eval reports, the workdir lock) accept `gs://` URLs
+through `etils.epath` (gcsfs underneath) and orbax (TensorStore's GCS driver). Local paths
+work as before. Datasets, predict's inputs and outputs and the demo's folder are local.
 """
 
 from __future__ import annotations

@@ -284,3 +284,20 @@ def test_a_huge_image_is_downscaled_before_detection_and_drawing(predictor, face
     (scaled,) = result.record["downscaled"]
     assert scaled["from"] == list(FRAME_SIZE) and max(scaled["to"]) == FRAME_SIZE[0] // 2
     assert max(read_png(result.overlay_path).shape[:2]) == FRAME_SIZE[0] // 2
+
+
+def test_overlay_text_fits_portrait_frames_and_labels_never_cover_the_header(monkeypatch):
+    drawn = []
+    real_put_text = overlay.cv2.putText
+
+    def put_text(img, text, org, font, scale, colour, thickness, *rest):
+        (tw, th), _ = overlay.cv2.getTextSize(text, font, scale, thickness)
+        drawn.append((text, org[0], org[0] + tw, org[1] - th, org[1]))
+        return real_put_text(img, text, org, font, scale, colour, thickness, *rest)
+
+    monkeypatch.setattr(overlay.cv2, "putText", put_text)
+    portrait = np.zeros((640, 180, 3), np.uint8)  # 9:32, a phone video
+    overlay.annotate(portrait, [((40, 0, 140, 90), 0.91)], 0.91, 0.5, header="frame 123456  ")
+    (header, _, right, _, header_base), (label, _, label_right, label_top, _) = drawn
+    assert header.startswith("frame 123456") and right <= 180  # was cut off: scaled from the height
+    assert label == "0.91" and label_right <= 180 and label_top > header_base  # below the header

@@ -51,21 +51,34 @@ def paste_heatmap(frame: np.ndarray, probs: np.ndarray, window, alpha: float = H
     return out
 
 
-def _font_scale(height: int) -> float:
-    # Readable on a 120 px test frame and on 1080p alike.
-    return max(0.3, height / 600.0)
+def _font_scale(frame: np.ndarray) -> float:
+    # Readable on a 120 px test frame and on 1080p alike; from the shorter side, so a portrait
+    # frame gets the size a landscape one of its width would.
+    return max(0.3, min(frame.shape[:2]) / 600.0)
 
 
-def _label(frame: np.ndarray, text: str, origin: tuple[int, int], colour) -> None:
-    """Writes text on a dark box (readable over any background), in place."""
-    scale = _font_scale(frame.shape[0])
+def _label(frame: np.ndarray, text: str, origin: tuple[int, int], colour, *, below: int = 0) -> tuple[int, int]:
+    """Writes text on a dark box (readable over any background), in place.
+
+    The text shrinks until it fits the frame's width; its box is kept inside the frame and
+    below the row `below` (the header's bottom: labels never cover it).
+
+    Returns:
+      (top, bottom) rows of the box drawn.
+    """
+    scale = _font_scale(frame)
     thickness = max(1, int(round(scale * 1.5)))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    if tw + 4 > frame.shape[1]:
+        scale *= (frame.shape[1] - 4) / (tw + 4)
+        thickness = max(1, int(round(scale * 1.5)))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     x, y = origin
     x = min(max(x, 0), max(frame.shape[1] - tw - 2, 0))
-    y = min(max(y, th + 2), frame.shape[0] - base - 1)
+    y = min(max(y, th + 2 + below), frame.shape[0] - base - 1)
     cv2.rectangle(frame, (x, y - th - 2), (x + tw + 2, y + base), (0, 0, 0), -1)
     cv2.putText(frame, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+    return y - th - 2, y + base
 
 
 def annotate(frame: np.ndarray, faces, frame_score: float | None, threshold: float, header: str = "") -> np.ndarray:
@@ -82,17 +95,20 @@ def annotate(frame: np.ndarray, faces, frame_score: float | None, threshold: flo
       The annotated uint8 [H, W, 3] RGB frame.
     """
     out = np.ascontiguousarray(frame.copy())
-    thickness = max(1, out.shape[0] // 240)
+    thickness = max(1, min(out.shape[:2]) // 240)
     for box, score in faces:
         colour = FAKE_COLOUR if score >= threshold else REAL_COLOUR
         x0, y0, x1, y1 = (int(v) for v in box)
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)
-        _label(out, f"{score:.2f}", (x0, y0 - 2), colour)
     if frame_score is None:
         text, colour = f"{header}no face found", NO_FACE_COLOUR
     else:
         verdict = "FAKE" if frame_score >= threshold else "real"
         colour = FAKE_COLOUR if frame_score >= threshold else REAL_COLOUR
         text = f"{header}score {frame_score:.2f} {verdict}"
-    _label(out, text, (2, 0), colour)
+    # The header first: the face labels are then kept below it.
+    _, header_bottom = _label(out, text, (2, 0), colour)
+    for box, score in faces:
+        colour = FAKE_COLOUR if score >= threshold else REAL_COLOUR
+        _label(out, f"{score:.2f}", (int(box[0]), int(box[1]) - 2), colour, below=header_bottom + 2)
     return out
