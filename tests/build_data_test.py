@@ -225,6 +225,28 @@ def test_overwrite_replaces_a_finished_build_only_once_the_new_one_is_complete(t
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
 
 
+def test_fakes_without_their_original_are_left_out_named_not_fatal(tree, tmp_path, capsys):
+    """Detector crops need the original's frames. A split whose only fakes lack their original
+    is left out like an empty split (it used to abort the whole build); elsewhere the missing
+    original is named in the summary."""
+    root = tmp_path / "ffpp"
+    shutil.copytree(tree.root, root)
+    (a, b), = tree.split_pairs["val"]
+    for name in (a, b):
+        (root / "original_sequences" / "youtube" / "c23" / "videos" / f"{name}.mp4").unlink()
+    (t0, _), _ = tree.split_pairs["train"]
+    (root / "original_sequences" / "youtube" / "c23" / "videos" / f"{t0}.mp4").unlink()
+    builder = build_data.build_dataset(root, tmp_path / "tfds", methods=("Face2Face",), frames_per_video=2,
+                                       image_size=32, num_workers=0)
+    out = capsys.readouterr()
+    assert set(builder.info.splits) == {"train", "test"}
+    assert "split val left out" in out.err + out.out and f"{a}.mp4" in out.err + out.out
+    train = _manifest(builder, "train")
+    assert train["skipped"]["original_missing"] == [str(root / "original_sequences" / "youtube" / "c23" / "videos" / f"{t0}.mp4")]
+    assert len(train["skipped"]["fake_without_its_original"]) == 1
+    assert f"originals missing (their fakes skipped): {root}" in out.out
+
+
 def test_root_and_compression_errors_are_explained(tree, tmp_path):
     with pytest.raises(ffpp.LayoutError, match="is it the FF\\+\\+ root"):
         build_data.build_dataset(tmp_path, tmp_path / "out", num_workers=0)

@@ -284,15 +284,20 @@ folder it wrote as manual_dir:
             dl_manager.manual_dir, config.compression, config.methods, config.mask_mode,
             config.split_dir,
         )
-        # TFDS cannot write a split without examples: a split with no video on disk (e.g. a
-        # partial download) is reported and left out rather than failing the build.
+        if config.crop_source == process.DETECTOR:
+            plan_lib.drop_groups_without_original(plans, dl_manager.manual_dir, config.compression)
+        # TFDS cannot write a split without examples: a split with no usable video (none on
+        # disk, e.g. a partial download, or only fakes whose original is missing) is reported
+        # and left out rather than failing the build.
         for split, split_plan in plans.items():
             if not split_plan.groups:
                 skipped = {r: len(v) for r, v in split_plan.skipped.items()}
+                missing = split_plan.skipped.get(plan_lib.ORIGINAL_MISSING, [])
+                why = (f"its fakes' originals are missing ({', '.join(missing[:5])}"
+                       f"{' ...' if len(missing) > 5 else ''})" if missing else "none is on disk")
                 tqdm.tqdm.write(
                     f"faceforensics: split {split} left out: it names "
-                    f"{sum(split_plan.named.values())} videos and none is on disk "
-                    f"(skipped: {skipped})"
+                    f"{sum(split_plan.named.values())} videos and {why} (skipped: {skipped})"
                 )
         # A tree from ffjax.testing.make_ffpp_tree: recorded, so models trained on it say so.
         self._generated = (epath.Path(dl_manager.manual_dir) / ffpp.GENERATED_MARKER).exists()

@@ -158,6 +158,12 @@ def format_summary(manifests: dict[str, dict], dataset_dir=None) -> str:
                 "label only: a model can learn the label from the framing (use crop_source="
                 "detector)"
             )
+        missing = m["skipped"].get(plan_lib.ORIGINAL_MISSING, [])
+        if missing:
+            lines.append(
+                f"  originals missing (their fakes skipped): {', '.join(missing[:5])}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
         outside = m["skipped_counts"].get(masks.MASK_OUTSIDE_FACE, 0)
         if outside:
             lines.append(

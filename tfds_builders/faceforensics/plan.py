@@ -19,6 +19,8 @@ MASK_VIDEO_MISSING = "mask_video_missing"
 # A DeepFakeDetection file not named <target>_<source>__<scene>__<id>.mp4 has no split of its
 # own: it is reported with the train split rather than dropped silently.
 NOT_IN_SPLITS = "video_not_in_splits"
+ORIGINAL_MISSING = "original_missing"  # the target original of found fakes (named once)
+NO_ORIGINAL = "fake_without_its_original"
 UNRECOGNISED_NAME = "unrecognised_video_name"
 # A DeepFakeDetection fake whose two actors fall in different splits (kept out of every split).
 DFD_ACTORS_IN_TWO_SPLITS = "dfd_actors_in_two_splits"
@@ -198,6 +200,26 @@ def _plan_dfd(root, compression, masks, mask_mode, plans):
                 fakes.append(item)
         if original is not None or fakes:
             plan.groups.append(GroupTask(target, original, tuple(fakes)))
+
+
+def drop_groups_without_original(plans: dict[str, SplitPlan], root, compression: str) -> None:
+    """Leaves out the fakes whose target original is missing, counted and named.
+
+    Detector crops are framed on the original's frames: without it a fake cannot be cropped
+    the way its original would be. So a split whose only fakes lack their original ends up
+    with nothing, and is left out like a split with no video on disk, instead of failing the
+    build.
+    """
+    for split_plan in plans.values():
+        kept = []
+        for group in split_plan.groups:
+            if group.original is None:
+                missing = ffpp.video_ref(root, ffpp.ORIGINAL, compression, group.target).path
+                split_plan.skipped.setdefault(ORIGINAL_MISSING, []).append(str(missing))
+                split_plan.skipped.setdefault(NO_ORIGINAL, []).extend(str(f.ref.path) for f in group.fakes)
+            else:
+                kept.append(group)
+        split_plan.groups = kept
 
 
 def plan_splits(root, compression: str, methods, mask_mode: str, split_dir=None) -> dict[str, SplitPlan]:
