@@ -15,12 +15,38 @@ emulator = pytest.importorskip("gcp_storage_emulator.server")
 BUCKET = "ffjax-test"
 
 
+def _downloads_carry_the_generation():
+    """The emulator's media downloads lack `x-goog-generation`, which real GCS sends and
+    TensorStore reads ("Malformed StorageGeneration" on about 1 run in 3 without it)."""
+    from gcp_storage_emulator.handlers import objects
+
+    original = objects.download
+    if getattr(original, "adds_generation", False):
+        return
+
+    def download(request, response, storage, *args, **kwargs):
+        try:
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+            response["x-goog-generation"] = obj["generation"]
+            response["x-goog-metageneration"] = obj["metageneration"]
+        except Exception:  # noqa: BLE001 - not found: the handler answers 404 itself
+            pass
+        return original(request, response, storage, *args, **kwargs)
+
+    download.adds_generation = True
+    for _, methods in emulator.HANDLERS:
+        for verb, handler in methods.items():
+            if handler is original:
+                methods[verb] = download
+
+
 @pytest.fixture(scope="module")
 def bucket():
     """gs://ffjax-test served in memory by gcp-storage-emulator for this module."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    _downloads_carry_the_generation()
     server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
     logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # logs every 404 probe
@@ -33,9 +59,28 @@ def bucket():
     server.stop()
 
 
+# The emulator answers some of OCDBT's generation-conditioned manifest commits unlike GCS
+# ("Malformed StorageGeneration", in about 1 run in 3 even with the download fix above); the
+# scenario is rerun in a fresh folder on that error, and only on it.
+EMULATOR_FLAKE = "Malformed StorageGeneration"
+
+
 def test_a_run_in_a_bucket_checkpoints_stops_resumes_and_evaluates(tiny_dataset, bucket, monkeypatch):
+    for attempt in range(5):
+        try:
+            return _bucket_scenario(tiny_dataset, f"{bucket}/runs/tiny{attempt}", monkeypatch)
+        except Exception as e:  # noqa: BLE001 - orbax re-raises the emulator's error in several types
+            chain = f"{e} {e.__cause__} {e.__context__}"
+            if EMULATOR_FLAKE not in chain or attempt == 4:
+                raise
+            monkeypatch.setattr(train.sharding, "global_batch", _REAL_GLOBAL_BATCH)
+
+
+_REAL_GLOBAL_BATCH = sharding.global_batch
+
+
+def _bucket_scenario(tiny_dataset, workdir, monkeypatch):
     config = config_on(tiny_dataset, num_train_steps=4, eval_every_steps=4, checkpoint_every_steps=2, log_every_steps=1)
-    workdir = f"{bucket}/runs/tiny"
     real_global_batch, calls = sharding.global_batch, []
 
     def preempting_global_batch(*args, **kwargs):

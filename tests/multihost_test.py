@@ -56,20 +56,23 @@ def test_two_processes_equal_one_process_with_four_devices(tiny_dataset, tmp_pat
     np.testing.assert_allclose(m0["auc"], s["auc"], atol=1e-6)  # the evaluator agrees too
 
     # Elastic resume: the 2 x 2 checkpoint of step 3 continues to step 6 on 1 process x 4
-    # devices and on 4 processes x 1 device (a slice that came back another size), and each
-    # reaches what the 1 x 4 run reaches (resumed there, which equals uninterrupted: e2e test).
-    for name in ("on_1x4", "on_4x1"):
+    # devices, on 4 processes x 1 device (a slice that came back another size) and on 1 x 8,
+    # and each reaches what the 1 x 4 run reaches (resumed there, which equals uninterrupted:
+    # e2e test).
+    for name in ("on_1x4", "on_4x1", "on_1x8"):
         shutil.copytree(tmp_path / "multi", tmp_path / name)
     port = free_port()
     runs = [launch([data_dir, config_name, tmp_path / "single", tmp_path / "single6.npz", 1, 0, 0, 4, 6], env),
-            launch([data_dir, config_name, tmp_path / "on_1x4", tmp_path / "on_1x4.npz", 1, 0, 0, 4, 6], env)]
+            launch([data_dir, config_name, tmp_path / "on_1x4", tmp_path / "on_1x4.npz", 1, 0, 0, 4, 6], env),
+            # 8 devices, the same global batch: the same global example order continues.
+            launch([data_dir, config_name, tmp_path / "on_1x8", tmp_path / "on_1x8.npz", 1, 0, 0, 8, 6], env)]
     runs += [launch([data_dir, config_name, tmp_path / "on_4x1", tmp_path / f"on_4x1_{i}.npz", 4, i, port, 1, 6], env)
              for i in range(4)]
     for p in runs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-4000:]
     reference = np.load(tmp_path / "single6.npz")
-    for name in ("on_1x4.npz", "on_4x1_0.npz", "on_4x1_3.npz"):
+    for name in ("on_1x4.npz", "on_4x1_0.npz", "on_4x1_3.npz", "on_1x8.npz"):
         resumed = np.load(tmp_path / name)
         assert int(resumed["step"]) == int(reference["step"]) == 6, name
         for k in keys:

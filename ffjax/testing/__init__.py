@@ -5,6 +5,7 @@ from ffjax.testing.regions import RegionTrack
 from ffjax.testing.subjects import default_real_subjects, draw_face
 from ffjax.testing.tree import (
     CRF,
+    GENERATED_MARKER,
     FakeTree,
     FakeVideo,
     load_official_splits,
@@ -16,6 +17,7 @@ from ffjax.testing.videos import corrupt_file, read_video, truncate_mask_video, 
 __all__ = [
     "CRF",
     "DIFF_THRESHOLD",
+    "GENERATED_MARKER",
     "METHODS",
     "FakeTree",
     "FakeVideo",

@@ -311,15 +311,17 @@ def make_ffpp_tree(
     masks_for, frame_size = _check_settings(
         methods, compressions, masks_for, num_frames, frame_size, fps
     )
-    root.mkdir(parents=True, exist_ok=True)
-    (root / GENERATED_MARKER).write_text(json.dumps(
-        {"generator": "ffjax.testing.make_ffpp_tree", "seed": int(seed), "methods": list(methods)}
-    ) + "\n")
+
     by_split = _normalise_pairs(pairs)
     if subjects is not None:
         subjects = [subjects_lib.as_subject(s, i) for i, s in enumerate(subjects)]
         if not subjects:
             raise ValueError("subjects is empty: give at least one face image, or None.")
+    # Everything is checked: mark the tree as generated before writing any video.
+    root.mkdir(parents=True, exist_ok=True)
+    (root / GENERATED_MARKER).write_text(json.dumps(
+        {"generator": "ffjax.testing.make_ffpp_tree", "seed": int(seed), "methods": list(methods)}
+    ) + "\n")
     ordered = [(s, p) for s in SPLITS for p in by_split[s]]
     ids = list(dict.fromkeys(i for _, p in ordered for i in p))
     width, height = frame_size
