@@ -36,6 +36,12 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint's files do not match what was written (or do not restore)."""
 
 
+def _first_line(e: Exception) -> str:
+    """`Type: first line` of an exception (TensorStore's run to hundreds of lines)."""
+    text = str(e)
+    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 def _digest(path) -> str:
     h = hashlib.blake2b(digest_size=16)
     with path.open("rb") as f:
@@ -190,7 +196,7 @@ class Checkpointer:
                         logging.warning("Resumed from step %d, the newest intact checkpoint.", step)
                     return restored[_STATE], restored[_META]
                 except Exception as e:  # noqa: BLE001 - whatever the reader raises, the files are bad
-                    problem = f"it does not restore: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                    problem = f"it does not restore: {_first_line(e)}"
             bad.append(self._quarantine(step, problem))
         raise CorruptCheckpoint(f"Every checkpoint in {self.workdir}/checkpoints is corrupt; moved aside: {bad}.")
 
@@ -326,7 +332,7 @@ def restore_model_state(workdir_or_path: str, target: dict, *, which: str = "lat
             ) from e
         except Exception as e:  # noqa: BLE001 - shapes fit (checked above): the files are bad
             raise CorruptCheckpoint(
-                f"Checkpoint {folder}/{step} is corrupt: it does not restore ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:300] if str(e) else ''}). Pick an older step with --checkpoint."
+                f"Checkpoint {folder}/{step} is corrupt: it does not restore ({_first_line(e)}). "
+                "Pick an older step with --checkpoint."
             ) from e
     return dict(restored[_STATE]), restored[_META], step

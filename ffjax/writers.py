@@ -52,7 +52,7 @@ class MetricWriter:
         jsonl = self._dir / "metrics.jsonl"
         lines = jsonl.read_text().splitlines(keepends=True) if jsonl.exists() else []
         if resume_step is not None:
-            lines = [line for line in lines if _step_of(line) is None or _step_of(line) <= resume_step]
+            lines = [line for line in lines if (step := _step_of(line)) is None or step <= resume_step]
         if self._remote:
             self._lines = lines
             self._jsonl_path = jsonl
