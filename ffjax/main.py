@@ -1,7 +1,8 @@
 r"""`ffjax train` and `ffjax eval`: parse flags and hand over, nothing else.
 
   ffjax train --config default --workdir /tmp/run [--config.batch_size=64 ...]
-      exit status 0: reached num_train_steps; 143: stopped by SIGTERM after saving (resumable)
+      exit status 0: reached num_train_steps; 143: stopped by SIGTERM after saving (resumable);
+      1: failed (in a multi-process run, on this host or on another one, which the log names)
   ffjax eval  --config default --workdir /tmp/run --split test [--checkpoint best]
 
 `--config` takes a packaged config's name (`ffjax/configs/`) or a config file's path.
@@ -12,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ffjax import configs, evaluation, train
+from ffjax import configs, evaluation, failure_watch, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, reports.")
@@ -37,6 +38,11 @@ def main(argv):
             # shell loop or a Kubernetes Job must not take it for a completed run.
             logging.warning("%s Exit status %d.", e, train.PREEMPTED_EXIT_CODE)
             sys.exit(train.PREEMPTED_EXIT_CODE)
+        except Exception as e:
+            # Multi-process: leave now; JAX's shutdown barrier at exit would wait for hosts that
+            # already stopped. One process: the usual traceback.
+            failure_watch.exit_after_failure(e)
+            raise
     else:
         evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint)
 

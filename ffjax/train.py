@@ -23,7 +23,7 @@ from clu import metrics as clu_metrics
 from clu import parameter_overview
 from flax import nnx
 
-from ffjax import checkpoints, cluster, convert, evaluation, models, optim, paths, sharding, state as state_lib, tasks, workdir_lock, writers
+from ffjax import checkpoints, cluster, convert, evaluation, failure_watch, models, optim, paths, sharding, state as state_lib, tasks, workdir_lock, writers
 from ffjax.data import pipeline
 from ffjax.platform import selection
 from ffjax.state import TrainState
@@ -141,6 +141,9 @@ class Preempted(Exception):
         super().__init__(f"Stopped by SIGTERM at step {step}, checkpoint saved; rerun the same command to resume.")
         self.step = step
 
+    # Every host raises it at the same step: not a failure the others must be told about.
+    agreed_by_all_hosts = True
+
 
 class _Preempted:
     """Remembers a SIGTERM so the loop can checkpoint and exit cleanly (preemption)."""
@@ -205,8 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh()
     validate_config(config, mesh)
     workdir = paths.resolve(workdir)
-    with workdir_lock.WorkdirLock(workdir):
-        return _train_and_evaluate(config, workdir, mesh)
+    # A host that fails tells the others, which stop instead of waiting in the next collective.
+    with workdir_lock.WorkdirLock(workdir), failure_watch.FailureWatch() as watch:
+        return _train_and_evaluate(config, workdir, mesh, watch)
 
 
 # Settings that change what a checkpoint's arrays mean or what data it was fitted on: a resume
@@ -255,7 +259,8 @@ def check_resume_config(saved: dict | None, config: Any, workdir: str) -> None:
     logging.warning("Resuming %s with changed settings: %s", workdir, described)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                        watch: failure_watch.FailureWatch) -> dict:
     """`train_and_evaluate` once the workdir is held."""
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
     fingerprint = train_split.fingerprint()
@@ -312,6 +317,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: j
                 config, workdir, mesh, state, step_fn, data_iter, evaluator, ckpt, writer, train_split, start_step,
                 preempted, validation,
             )
+    except BaseException as e:
+        watch.report(e)  # before the waits below, which may need the other hosts
+        raise
     finally:
         # Also on an exception: the last good checkpoint must finish writing.
         ckpt.wait()

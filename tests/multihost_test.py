@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -82,11 +83,16 @@ def test_two_processes_equal_one_process_with_four_devices(tiny_dataset, tmp_pat
 def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tiny_dataset, tmp_path):
     """A preemptible slice: only process 1 gets SIGTERM (at its 3rd batch). Both hosts agree,
     save the same step, exit 143 (stopped, resumable); resuming on both reaches the parameters
-    of an uninterrupted two-process run bit for bit."""
+    of an uninterrupted two-process run bit for bit.
+
+    And a host that fails (process 1 hits a corrupt record at its 5th batch) stops the other
+    one within seconds, not after JAX's heartbeat timeout (100 s) or its shutdown barrier
+    (300 s): both exit 1, the other naming the failed process and its error; the checkpoint of
+    step 3 stays."""
     data_dir, config_name = tiny_dataset
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
 
-    ports = iter(free_ports(3))
+    ports = iter(free_ports(4))
 
     def pair(workdir, name, sigterm_at=0):
         port = next(ports)
@@ -103,7 +109,21 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tiny_dataset, tmp
     steps = [int(np.load(tmp_path / f"stopped{i}.npz")["step"]) for i in range(2)]
     assert steps[0] == steps[1] and 4 <= steps[0] < 6  # one agreed step, before the end
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["3", str(steps[0])]
-    finish(pair(tmp_path / "resumed", "resumed"), 0)
+    resumed = pair(tmp_path / "resumed", "resumed")
+    healthy, failing = pair(tmp_path / "failing", "failing", -5)
+    failing_out, _ = failing.communicate(timeout=600)
+    failed_at = time.monotonic()
+    try:
+        healthy_out, _ = healthy.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        healthy.kill()
+        raise AssertionError("process 0 still runs 60 s after process 1 failed: " + healthy.communicate()[0][-3000:])
+    assert failing.returncode == 1 and "corrupt record in shard 1" in failing_out, failing_out[-4000:]
+    assert healthy.returncode == 1, healthy_out[-4000:]
+    assert "process 1 of 2 failed: OSError: corrupt record in shard 1" in healthy_out, healthy_out[-4000:]
+    print(f"process 0 stopped {time.monotonic() - failed_at:.1f} s after process 1 exited")
+    assert sorted(os.listdir(tmp_path / "failing" / "checkpoints")) == ["3"]
+    finish(resumed, 0)
     finish(straight, 0)
     a, b = np.load(tmp_path / "straight0.npz"), np.load(tmp_path / "resumed0.npz")
     assert int(a["step"]) == int(b["step"]) == 6

@@ -5,6 +5,8 @@ usage: multihost_worker.py DATA_DIR CONFIG_NAME WORKDIR OUT_NPZ NUM_PROCESSES PR
 
 SIGTERM_AT > 0: this process sends itself SIGTERM while it reads that batch (a preempted host);
 it then exits with `ffjax train`'s status for a stopped run (143) after the checkpoint.
+SIGTERM_AT < 0: this process fails (a corrupt record) while it reads batch -SIGTERM_AT; it
+exits as `ffjax train` does (status 1), and so must the other processes, promptly.
 """
 
 import os
@@ -21,10 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ffjax import checkpoints, evaluation, sharding, state, train  # noqa: E402
+from ffjax import checkpoints, evaluation, failure_watch, sharding, state, train  # noqa: E402
+from tests import compilation_cache  # noqa: E402
 from tests.helpers import load_config  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
+compilation_cache.enable()
 
 config = load_config("test")
 with config.unlocked():
@@ -48,6 +51,8 @@ if sigterm_at:
         calls.append(1)
         if len(calls) == sigterm_at:
             signal.raise_signal(signal.SIGTERM)
+        if len(calls) == -sigterm_at:
+            raise OSError(f"corrupt record in shard {process_id} (injected by the test)")
         return real_global_batch(*args, **kwargs)
 
     train.sharding.global_batch = preempting_global_batch
@@ -57,6 +62,9 @@ except train.Preempted as e:
     np.savez(out, step=e.step)
     print(f"process {jax.process_index()} stopped at step {e.step}")
     sys.exit(train.PREEMPTED_EXIT_CODE)
+except Exception as e:
+    failure_watch.exit_after_failure(e)  # as `ffjax train` does
+    raise
 mesh = sharding.make_mesh()
 _, target, _ = state.abstract_model_state(config, mesh)
 restored, _, step = checkpoints.restore_model_state(workdir, target)
