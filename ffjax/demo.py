@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffjax import configs, evaluation, train
+from ffjax import configs, evaluation, paths, train
 from ffjax.build_data import build_dataset
 from ffjax.data import crops, faces
 from ffjax.inference import load_model, media, overlay, predict
@@ -121,15 +121,27 @@ class _Stages:
         print(f"[{self.done}/{self.total}] done in {self.seconds[name]:.1f} s", flush=True)
 
 
-def _prepare_output(path: Path) -> Path:
-    path = path.expanduser().resolve()
-    if path.exists() and any(path.iterdir()):
-        if not (path / MARKER).exists():
-            raise ValueError(f"--output_dir {path} is not empty and was not made by the demo: choose another folder.")
-        shutil.rmtree(path)  # a fresh run each time: the demo's own earlier output only
-    path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).write_text("made by `ffjax demo`; rerunning the demo deletes this folder\n")
-    return path
+def _check_output(location) -> None:
+    """Refuses a folder (or gs:// prefix) that holds anything the demo did not make."""
+    folder = paths.path(location)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir()) and not (folder / MARKER).exists()):
+        raise ValueError(f"--output_dir {location} is not empty and was not made by the demo: choose another folder.")
+
+
+def _prepare_output(location) -> None:
+    """Empties the demo's own earlier output at `location` (a folder or a gs:// prefix)."""
+    _check_output(location)
+    folder = paths.path(location)
+    if folder.exists():
+        if paths.is_url(str(folder)):
+            folder.rmtree()
+        else:
+            shutil.rmtree(folder)  # a fresh run each time: the demo's own earlier output only
+
+
+def _mark(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `ffjax demo`; rerunning the demo deletes this folder\n")
 
 
 def _load_config(quick: bool, config_file: str | None, data_dir: Path, config_name: str):
@@ -186,7 +198,7 @@ def run_demo(output_dir=None, *, quick: bool = False, faces_dir=None, config_fil
     """Generates data, builds, trains, evaluates and predicts; prints where everything is.
 
     Args:
-      output_dir: the demo's folder (emptied first if an earlier demo made it).
+      output_dir: the demo's folder, or a gs:// URL (emptied first if an earlier demo made it).
       quick: the CI-sized run (32 px, 6 steps): checks the path, learns nothing.
       faces_dir: a folder of face photos to use instead of scikit-image's faces.
       config_file: a config (name or file, its get_config taking the variant) instead of
@@ -200,8 +212,22 @@ def run_demo(output_dir=None, *, quick: bool = False, faces_dir=None, config_fil
     """
     if predict_method not in MASKED_METHODS:
         raise ValueError(f"--predict_method={predict_method!r}: choose one of {MASKED_METHODS}.")
+    location = paths.resolve(output_dir or _default_output())
+    _prepare_output(location)
+    # A gs:// folder: the demo runs in a local staging folder (OpenCV writes local files, the
+    # packed dataset is read from local disk) that is uploaded when the demo has finished.
+    with paths.Staging(location) as staging:
+        _mark(staging.local)
+        summary = _run_in(staging.local, quick, faces_dir, config_file, num_train_steps, predict_method, seed)
+        summary["outputs"] = {k: str(staging.final(v)) for k, v in summary["outputs"].items()}
+        (staging.local / "demo_summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    _print_summary(summary)
+    return summary
+
+
+def _run_in(out: Path, quick, faces_dir, config_file, num_train_steps, predict_method, seed) -> dict:
+    """`run_demo`'s five stages in the local folder `out`; returns the summary (local paths)."""
     size = SIZES["quick" if quick else "full"]
-    out = _prepare_output(Path(output_dir or _default_output()))
     stages = _Stages(5)
     start = time.perf_counter()
 
@@ -239,10 +265,7 @@ def run_demo(output_dir=None, *, quick: bool = False, faces_dir=None, config_fil
             print(f"  {p.verdict}")
         figure = _figure(tree, fake, predictions["fake"], out / "demo_overlay.png")
 
-    summary = _summary(result, stages.seconds, time.perf_counter() - start, out, workdir, builder, predictions, figure)
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    _print_summary(summary)
-    return summary
+    return _summary(result, stages.seconds, time.perf_counter() - start, out, workdir, builder, predictions, figure)
 
 
 def _summary(result, seconds, total, out, workdir, builder, predictions, figure) -> dict:
@@ -293,7 +316,7 @@ def _print_summary(summary: dict) -> None:
 
 def _parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=argv[0] if argv else "ffjax demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default=None, help=f"the demo's folder (default {_default_output()})")
+    parser.add_argument("--output_dir", default=None, help=f"the demo's folder or a gs:// URL (default {_default_output()})")
     parser.add_argument("--faces_dir", default=None, help="a folder of face photos to use instead of scikit-image's faces")
     parser.add_argument("--quick", action="store_true", help="CI size: 32 px, 6 steps (checks the path, learns nothing)")
     parser.add_argument("--config", default=None, help="config name or file (default: the packaged demo config)")
@@ -313,9 +336,7 @@ def _check_args(args: argparse.Namespace) -> None:
         configs.resolve(args.config)  # a FileNotFoundError naming the packaged configs
     if args.num_train_steps is not None and args.num_train_steps < 1:
         raise ValueError(f"--num_train_steps={args.num_train_steps} must be >= 1.")
-    out = Path(args.output_dir or _default_output()).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir()) and not (out / MARKER).exists()):
-        raise ValueError(f"--output_dir {out} is not empty and was not made by the demo: choose another folder.")
+    _check_output(args.output_dir or _default_output())
 
 
 def run(argv) -> dict:

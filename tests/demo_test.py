@@ -53,10 +53,11 @@ def test_output_dir_is_only_cleared_when_the_demo_made_it(tmp_path):
         demo.run(["ffjax demo", "--output_dir", str(foreign)])
     assert (foreign / "thesis.tex").read_text() == "precious"
 
-    made = demo._prepare_output(tmp_path / "made")
+    made = tmp_path / "made"
+    demo._mark(made)
     (made / "old_run").mkdir()
-    again = demo._prepare_output(made)
-    assert again == made and sorted(p.name for p in made.iterdir()) == [demo.MARKER]
+    demo._prepare_output(made)
+    assert not made.exists()  # the demo's own earlier output only
 
 
 def test_bad_flags_are_named(tmp_path):

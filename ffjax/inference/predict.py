@@ -26,8 +26,9 @@ from pathlib import Path
 import cv2
 import jax
 import numpy as np
+from etils import epath
 
-from ffjax import configs, sharding, state as state_lib
+from ffjax import configs, paths, sharding, state as state_lib
 from ffjax.data import crops, faces as faces_lib
 from ffjax.inference import media, overlay
 from ffjax.inference.loading import LoadedModel, crop_settings, load_model
@@ -71,13 +72,14 @@ class Prediction:
       json_path: `<name>_prediction.json`.
       overlay_path: the annotated copy (`.mp4`, a folder of PNGs, or a `.png`).
       preview_path: the most suspicious annotated frame as a PNG.
+    (Paths in the bucket, as `epath.Path`, for a gs:// output folder.)
     """
 
     record: dict
     verdict: str
-    json_path: Path
-    overlay_path: Path
-    preview_path: Path
+    json_path: Path | epath.Path
+    overlay_path: Path | epath.Path
+    preview_path: Path | epath.Path
 
 
 class Predictor:
@@ -144,7 +146,8 @@ class Predictor:
 
         Args:
           input_path: the video, folder of frame images, or image.
-          output_dir: folder for `<name>_overlay.*`, `<name>_prediction.json`, `<name>_preview.png`.
+          output_dir: folder (or gs:// URL) for `<name>_overlay.*`, `<name>_prediction.json`,
+            `<name>_preview.png`.
           every_n_frames: score frames 0, K, 2K, ...
           max_frames: stop after this many sampled frames.
 
@@ -153,8 +156,12 @@ class Predictor:
         """
         media.check_sampling(every_n_frames, max_frames)
         source = media.open_source(input_path)
-        out = Path(output_dir).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
+        # A gs:// --output: written locally (OpenCV's writer needs a file), uploaded at the end.
+        with paths.Staging(output_dir) as staging:
+            return self._predict(source, staging, every_n_frames, max_frames)
+
+    def _predict(self, source: media.Source, staging: paths.Staging, every_n_frames: int, max_frames: int | None) -> Prediction:
+        out = staging.local
         stem = source.path.name if source.kind == "frames" else source.path.stem
         if source.kind == "video":
             sink = media.VideoSink(out / f"{stem}_overlay.mp4", source.fps / every_n_frames)
@@ -262,10 +269,11 @@ class Predictor:
         record = self._record(source, entries, every_n_frames, max_frames, seconds, timers)
         record["skipped"] = [{"file": n, "reason": r} for n, r in list(source.skipped) + unreadable]
         record["downscaled"] = downscaled
-        record["outputs"] = {"overlay": str(sink.path), "preview": str(preview_path)}
+        overlay_path, preview_path = staging.final(sink.path), staging.final(preview_path)
+        record["outputs"] = {"overlay": str(overlay_path), "preview": str(preview_path)}
         json_path = out / f"{stem}_prediction.json"
         json_path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
-        return Prediction(record, _verdict(record), json_path, sink.path, preview_path)
+        return Prediction(record, _verdict(record), staging.final(json_path), overlay_path, preview_path)
 
     def _frame_entry(self, frame: _Frame, score: float | None, kind: str) -> dict:
         faces = []
@@ -380,7 +388,9 @@ def predict(workdir, input_path, output_dir, *, checkpoint: str = "latest", ever
     for name in ("batch_size", "image_size"):
         if options.get(name) is not None and int(options[name]) < 1:
             raise ValueError(f"--{name}={options[name]} must be >= 1 (leave it out for the default).")
-    if Path(output_dir).expanduser().exists() and not Path(output_dir).expanduser().is_dir():
+    if paths.is_url(output_dir):
+        paths.resolve(output_dir)  # gcsfs installed, a supported scheme: before the model loads
+    elif Path(output_dir).expanduser().exists() and not Path(output_dir).expanduser().is_dir():
         raise ValueError(f"--output {output_dir} is a file; give a folder (it is created if missing).")
     model = load_model(workdir, checkpoint, config)
     return Predictor(model, **options).predict(input_path, output_dir, every_n_frames=every_n_frames, max_frames=max_frames)
@@ -391,7 +401,7 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--workdir", required=True, help="training run directory (checkpoints/, best/)")
     parser.add_argument("--checkpoint", default="latest", help="latest (default), best, or a step number")
     parser.add_argument("--input", required=True, help="a video, a folder of frame images, or an image")
-    parser.add_argument("--output", required=True, help="folder for the overlay, the JSON and the preview")
+    parser.add_argument("--output", required=True, help="folder (or gs:// URL) for the overlay, the JSON and the preview")
     parser.add_argument("--every_n_frames", type=int, default=1, help="score every K-th frame (default 1: all)")
     parser.add_argument("--max_frames", type=int, default=None, help="stop after this many sampled frames")
     parser.add_argument("--batch_size", type=int, default=None, help="face crops per step (default: the config's eval_batch_size)")
