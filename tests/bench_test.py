@@ -10,6 +10,7 @@ import jax
 import pytest
 
 from ffjax.bench import cli, profile, report, suites
+from tests import compilation_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_CONFIG = "test"  # a packaged config, by name
@@ -99,9 +100,7 @@ def test_bad_flags_name_the_flag(tmp_path):
 def test_cli_in_a_fresh_process_creates_the_virtual_devices_it_needs(tmp_path):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    cache = os.environ.get("FFJAX_TEST_COMPILATION_CACHE", str(ROOT / ".jax_cache"))  # conftest's cache
-    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
+    env.update(JAX_PLATFORMS="cpu", **compilation_cache.settings())  # conftest's cache
     out = tmp_path / "b.json"
     proc = subprocess.run(
         [sys.executable, "-m", "ffjax.cli", "bench", f"--config={TEST_CONFIG}", "--image_size=32", "--devices=4",

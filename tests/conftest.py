@@ -12,13 +12,9 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 
 import jax  # noqa: E402
 
-# A persistent compilation cache makes reruns of the suite (and of the same shapes across
-# tests in separate processes) skip the 10-20 s compiles of the small models.
-_CACHE = os.environ.get(
-    "FFJAX_TEST_COMPILATION_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
-)
-jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+from tests import compilation_cache  # noqa: E402
+
+compilation_cache.enable()
 
 
 import pytest  # noqa: E402

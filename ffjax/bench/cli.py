@@ -54,6 +54,8 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
                       "(auto: when it is built).", flag_values=fv)
     flags.DEFINE_integer("pipeline_batches", 10, "Timed batches per reader in the input pipeline measurement.", flag_values=fv)
     flags.DEFINE_integer("pipeline_workers", -1, "grain workers for the input measurement (-1: config.dataset.num_workers).", flag_values=fv)
+    flags.DEFINE_bool("stop_flag", False, "Train steps carry the multi-process preemption flag (one int32 per row, "
+                      "reduced in the step), to measure what agreeing on a stop costs.", flag_values=fv)
     flags.DEFINE_integer("profile_steps", 0, "Profile this many extra steps per case and print where the time goes.", flag_values=fv)
     flags.DEFINE_string("trace_dir", "", "Profiler traces go to <trace_dir>/<case> (default: beside --out).", flag_values=fv)
     flags.DEFINE_string("out", "", "JSON results file (default: a new file under the temp folder).", flag_values=fv)
@@ -152,7 +154,8 @@ def _print(*args: Any) -> None:
 
 
 def _measure_steps(
-    plans: list[dict], counts: list[int], warmup: int, iters: int, profile_steps: int = 0, trace_dir: str = ""
+    plans: list[dict], counts: list[int], warmup: int, iters: int, profile_steps: int = 0, trace_dir: str = "",
+    stop_flag: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Every (precision, batch, device count, mode) of every plan: rows, and cases skipped."""
     from ffjax.bench import profile, steps  # import JAX: after the flags (module docstring)
@@ -178,7 +181,7 @@ def _measure_steps(
             label = f"{p['name']}_{mode}_{precision}_b{batch}_d{devices}"
             row = {"name": p["name"], **steps.measure(
                 p["config"], case, warmup=warmup, iters=iters, profile_steps=profile_steps,
-                trace_dir=os.path.join(trace_dir, label) if trace_dir else "",
+                trace_dir=os.path.join(trace_dir, label) if trace_dir else "", stop_flag=stop_flag,
             )}
             if fit_note:
                 row["batch_fit"] = fit_note
@@ -296,7 +299,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("bench_%Y%m%dT%H%M%S.json"))
     trace_dir = fv.trace_dir or (os.path.splitext(out)[0] + "_traces" if fv.profile_steps else "")
-    rows, skipped = _measure_steps(plans, counts, fv.warmup, fv.iters, fv.profile_steps, trace_dir)
+    rows, skipped = _measure_steps(plans, counts, fv.warmup, fv.iters, fv.profile_steps, trace_dir, fv.stop_flag)
     report.add_derived(rows, platform_name=env["platform"], device_kind=env["device_kind"],
                        override_gflops=peak_override, override_source=peak_source)
     pipeline_result = None

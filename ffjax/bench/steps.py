@@ -179,7 +179,8 @@ def fit_batch(config: Any, case: Case, *, fraction: float = 0.7, max_per_device:
 
 
 def measure(
-    config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: int = 0, profile_steps: int = 0, trace_dir: str = ""
+    config: Any, case: Case, *, warmup: int = 2, iters: int = 5, seed: int = 0, profile_steps: int = 0, trace_dir: str = "",
+    stop_flag: bool = False,
 ) -> dict[str, Any]:
     """Compiles and times one case of the project's own train or eval step.
 
@@ -192,6 +193,7 @@ def measure(
       profile_steps: when > 0, that many more steps run under the JAX profiler and the row
         gets a per-operation time summary (`ffjax.bench.profile`).
       trace_dir: where the profiler trace goes (required with profile_steps).
+      stop_flag: train steps get the multi-process run's per-row stop flag (`batch["stop"]`).
 
     Returns:
       One results row: the case, timings (ms/step median/min/max, images/s), compile time,
@@ -204,6 +206,8 @@ def measure(
     mesh = sharding.make_mesh(case.devices)
     sharding.check_batch_size(case.batch, mesh, "--batch_sizes")
     host = synthetic_batch(case.batch // jax.process_count(), case.image_size, seed)
+    if stop_flag and case.mode == "train":
+        host["stop"] = np.zeros((len(host["label"]),), np.int32)
     batch = jax.block_until_ready(sharding.global_batch(host, mesh))
     compiled, state, params, compile_s = _build(cfg, case.mode, mesh, batch)
     cost = _cost(compiled)
@@ -242,6 +246,7 @@ def measure(
     threads = _threads()
     return {
         **dataclasses.asdict(case),
+        **({"stop_flag": True} if stop_flag and case.mode == "train" else {}),
         "model": cfg.model,
         "dtype": cfg.dtype,
         "params": params,
