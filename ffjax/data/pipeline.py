@@ -307,8 +307,8 @@ def eval_batches(
     indices = _process_indices(n)
     steps = num_eval_batches(n, per_process_batch)
 
-    # Decoding PNGs releases the GIL in OpenCV/PIL, so a small read-ahead thread pool keeps
-    # the next batch ready while the device evaluates the current one.
+    # array_record's reads (decompression) release the GIL, so a small read-ahead thread
+    # pool keeps the next batch ready while the device evaluates the current one.
     ds = grain.MapDataset.source(_Subset(split.source, indices)).map(
         lambda r: (to_example(r), (_text(r["video_id"]), int(r["frame_index"]), _text(r["mask_source"])))
     )

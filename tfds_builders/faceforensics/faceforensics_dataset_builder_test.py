@@ -38,7 +38,7 @@ def test_builder_on_dummy_data(dummy_dir, tmp_path):
     labels = np.array([source[i]["label"] for i in range(len(source))])
     assert (labels == 1).sum() == 16 and (labels == 0).sum() == 4
     for name in ("manifest_train.json", "manifest_val.json", "manifest_test.json"):
-        assert (tmp_path / "faceforensics" / config.name / "2.0.0" / name).is_file()
+        assert (tmp_path / "faceforensics" / config.name / "3.0.0" / name).is_file()
 
 
 def test_registered_configs_and_names():

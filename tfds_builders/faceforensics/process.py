@@ -268,13 +268,6 @@ def _drop_misframed(boxes, original_frames) -> tuple[dict, set]:
     return {i: b for i, b in boxes.items() if i not in bad}, bad
 
 
-def _encode_png(image_rgb: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("OpenCV failed to PNG-encode a crop")
-    return data.tobytes()
-
-
 def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
     """Decodes, masks, boxes and crops every sampled frame of one group.
 
@@ -326,7 +319,7 @@ def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
                 (
                     f"{ref.video_id}/{index:06d}",
                     {
-                        "image": _encode_png(crop.image),
+                        "image": np.ascontiguousarray(crop.image),
                         "mask": crop.mask,
                         "label": int(is_fake),
                         "method": ref.method,
