@@ -58,6 +58,11 @@ def test_smoke_run_on_tiny_config_writes_every_field(tiny_dataset, tmp_path):
     for reader in ("train", "eval"):
         assert pipe[reader]["frames"] == 8 and pipe[reader]["host_frames_per_s"] > 0
         assert pipe[reader]["frames_per_s_with_device_put"] > 0
+        assert pipe[reader]["frames_per_s_per_core"] > 0
+    # In-process training reader: grain's threads may use every core.
+    train = pipe["train"]
+    assert train["frames_per_s_per_core"] == pytest.approx(train["host_frames_per_s"] / train["cores"], rel=0.01)
+    assert train["cores"] == os.cpu_count() and pipe["eval"]["cores"] == 1  # the eval figure: one thread
 
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(lines) == 4 and all(TORCH_KEYS <= set(line) for line in lines)
@@ -233,3 +238,19 @@ def test_accelerator_suite_is_documented_and_runs_tiny_on_cpu(tmp_path):
         assert r["batch"] == 8 and r["batch_fit"].startswith("the suite's batch")
         assert r["compile_s"] > 0 and "peak_device_bytes" in r and r["images_per_s"] > 0
     assert json.loads(out.read_text())["rows"][0]["dtype"] == "bfloat16"
+
+
+def test_pipeline_stages_times_every_stage_of_the_config(tiny_dataset, tmp_path):
+    data_dir, config_name = tiny_dataset
+    out = tmp_path / "stages.json"
+    payload = cli.run(["ffjax bench", f"--config={TEST_CONFIG}", f"--config.dataset.data_dir={data_dir}",
+                       f"--config.dataset.config_name={config_name}", "--config.augment.jpeg_prob=0.3",
+                       "--config.augment.blur_prob=0.1", "--pipeline_stages", f"--out={out}"])
+    result = json.loads(out.read_text())["pipeline_stages"]
+    assert result == json.loads(json.dumps(payload["pipeline_stages"])) and result["image_size"] == 32
+    stages = {r["stage"]: r for r in result["stages"]}
+    assert stages["augment: jpeg"]["applied_per_frame"] == 0.3 and stages["augment: blur"]["applied_per_frame"] == 0.1
+    assert all(r["us_per_frame"] > 0 for r in result["stages"] if not r["stage"].startswith("to_example"))
+    total = sum(r["expected_us_per_frame"] for r in result["stages"])
+    assert result["total_us_per_frame"] == pytest.approx(total, abs=0.5)
+    assert result["frames_per_s_per_core"] == pytest.approx(1e6 / total, rel=0.01)

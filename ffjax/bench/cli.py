@@ -63,6 +63,8 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
                       "(dlib every frame vs the tracker), with 6 faces of 40-320 px and with one 40 px face.", flag_values=fv)
     flags.DEFINE_bool("derived_masks", False, "Only measure derived-mask IoU with the exact manipulated region "
                       "on a generated x264 tree, per compression, method and threshold.", flag_values=fv)
+    flags.DEFINE_bool("pipeline_stages", False, "Only time each input stage of a training frame (read, decode, each "
+                      "augmentation, stacking, device copy) on one core, from the config's built dataset.", flag_values=fv)
     flags.DEFINE_integer("keyframe_every", 50, "--face_detection: the tracker's full-detection interval.", flag_values=fv)
     flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
     return fv
@@ -242,6 +244,23 @@ def _derived_masks(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     return payload
 
 
+def _pipeline_stages(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
+    """`--pipeline_stages`: host microseconds per training frame, stage by stage; table and JSON."""
+    from ffjax.bench import pipeline_stages  # imports JAX: after the flags (module docstring)
+    from ffjax.bench import report  # imports JAX: after the flags
+
+    if fv.config is None:
+        raise SystemExit("ffjax bench --pipeline_stages: give --config (its dataset is read).")
+    _print("[bench] input stages of a training frame, one core ...")
+    result = pipeline_stages.measure_stages(fv.config)
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("stages_%Y%m%dT%H%M%S.json"))
+    payload = {"environment": report.environment(), "argv": argv, "pipeline_stages": result, "out": out}
+    report.write_json(out, payload)
+    print(pipeline_stages.stages_table(result))
+    _print(f"[bench] results: {out}")
+    return payload
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs `ffjax bench` with command-line arguments (argv[0] is the program name).
 
@@ -268,6 +287,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return _face_detection(fv, argv)
     if fv.derived_masks:
         return _derived_masks(fv, argv)
+    if fv.pipeline_stages:
+        return _pipeline_stages(fv, argv)
     requested = _ints(fv.devices, "devices")
     want = fv.num_cpu_devices or max(requested, default=0)
     request_cpu_devices(want, explicit=bool(fv.num_cpu_devices))

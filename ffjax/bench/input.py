@@ -84,8 +84,18 @@ def measure_input(
     eval_split = pipeline.open_split(cfg.dataset, cfg.dataset.eval_split)
     train_iter = iter(pipeline.train_dataset(train_split, cfg, batch))
     train_result = _time_batches(train_iter, num_batches, mesh)
-    # The eval reader is finite: cycle it so short splits still give `num_batches` batches.
-    eval_result = _time_batches(_cycle(lambda: pipeline.eval_batches(eval_split, per_process)), num_batches, mesh)
+    # Cores the reader may keep busy: one per worker process; without workers, grain's
+    # read-ahead threads in this process may use every core.
+    workers = int(cfg.dataset.num_workers)
+    _per_core(train_result, min(workers, os.cpu_count() or 1) if workers > 0 else (os.cpu_count() or 1))
+    # The eval reader, timed on the larger split (a small validation split would time its
+    # start-up), with its read-ahead threads, then on one thread: the per-core figure.
+    big = max((train_split, eval_split), key=len)
+    eval_result = _time_batches(_cycle(lambda: pipeline.eval_batches(big, per_process)), num_batches, mesh)
+    one_thread = _time_batches(_cycle(lambda: pipeline.eval_batches(big, per_process, num_threads=0)), num_batches, None)
+    eval_result["split"] = big.name
+    eval_result["cores"] = 1
+    eval_result["frames_per_s_per_core"] = one_thread["host_frames_per_s"]
     return {
         "dataset": train_split.path,
         "train_split": train_split.name,
@@ -96,6 +106,11 @@ def measure_input(
         "train": train_result,
         "eval": eval_result,
     }
+
+
+def _per_core(result: dict[str, Any], cores: int) -> None:
+    result["cores"] = cores
+    result["frames_per_s_per_core"] = round(result["host_frames_per_s"] / cores, 2)
 
 
 def _cycle(make: Any) -> Iterator:
