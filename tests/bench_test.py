@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from ffjax.bench import cli, profile, report, suites
@@ -254,3 +255,18 @@ def test_pipeline_stages_times_every_stage_of_the_config(tiny_dataset, tmp_path)
     total = sum(r["expected_us_per_frame"] for r in result["stages"])
     assert result["total_us_per_frame"] == pytest.approx(total, abs=0.5)
     assert result["frames_per_s_per_core"] == pytest.approx(1e6 / total, rel=0.01)
+
+
+def test_augment_grid_draws_stored_and_augmented_crops(tiny_dataset, tmp_path):
+    import cv2
+
+    data_dir, config_name = tiny_dataset
+    out = tmp_path / "grid.png"
+    cli.run(["ffjax bench", f"--config={TEST_CONFIG}", f"--config.dataset.data_dir={data_dir}",
+             f"--config.dataset.config_name={config_name}", "--augment_grid", f"--out={out}"])
+    grid = cv2.imread(str(out))
+    # 4 rows x 5 panels of 128 px, 4 px apart.
+    assert grid.shape == (4 * 128 + 3 * 4, 5 * 128 + 4 * 4, 3)
+    panels = [grid[:128, c * 132: c * 132 + 128] for c in range(5)]
+    assert any(not np.array_equal(panels[0], p) for p in panels[1:])  # augmented differs from stored
+    assert np.any(np.all(grid == (40, 40, 255), axis=-1))  # a red mask outline (BGR)

@@ -65,6 +65,8 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
                       "on a generated x264 tree, per compression, method and threshold.", flag_values=fv)
     flags.DEFINE_bool("pipeline_stages", False, "Only time each input stage of a training frame (read, decode, each "
                       "augmentation, stacking, device copy) on one core, from the config's built dataset.", flag_values=fv)
+    flags.DEFINE_bool("augment_grid", False, "Only draw what the model is fed: a PNG grid (--out) of training crops "
+                      "with their masks outlined, stored and augmented as the training reader does.", flag_values=fv)
     flags.DEFINE_integer("keyframe_every", 50, "--face_detection: the tracker's full-detection interval.", flag_values=fv)
     flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
     return fv
@@ -261,6 +263,19 @@ def _pipeline_stages(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     return payload
 
 
+def _augment_grid(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
+    """`--augment_grid`: a PNG of crops and masks before and after augmentation."""
+    from ffjax.bench import augment_grid  # reads the dataset (grain, TFDS): only here
+
+    if fv.config is None:
+        raise SystemExit("ffjax bench --augment_grid: give --config (its dataset and augmentations are used).")
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("augment_grid_%Y%m%dT%H%M%S.png"))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    augment_grid.write_grid(fv.config, out, seed=int(fv.config.seed))
+    print(f"augmentation grid: {out}")
+    return {"argv": argv, "augment_grid": out}
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs `ffjax bench` with command-line arguments (argv[0] is the program name).
 
@@ -289,6 +304,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return _derived_masks(fv, argv)
     if fv.pipeline_stages:
         return _pipeline_stages(fv, argv)
+    if fv.augment_grid:
+        return _augment_grid(fv, argv)
     requested = _ints(fv.devices, "devices")
     want = fv.num_cpu_devices or max(requested, default=0)
     request_cpu_devices(want, explicit=bool(fv.num_cpu_devices))
