@@ -94,16 +94,11 @@ class Staging:
         return False
 
 
-def upload_tree(local_dir, location) -> int:
-    """Copies every file under `local_dir` to `location` (a URL or a folder); returns the count."""
+def upload_tree(local_dir, url) -> int:
+    """Copies every file under `local_dir` to `url`, keeping relative paths; returns the count."""
     local_dir, count = Path(local_dir), 0
     for source in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        target = path(location) / source.relative_to(local_dir).as_posix()
-        if not is_url(str(target)):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, str(target))
-        else:
-            with source.open("rb") as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
+        with source.open("rb") as src, (path(url) / source.relative_to(local_dir).as_posix()).open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
         count += 1
     return count
