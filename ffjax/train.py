@@ -24,6 +24,7 @@ from clu import parameter_overview
 from flax import nnx
 
 from ffjax import checkpoints, cluster, convert, evaluation, failure_watch, models, optim, paths, sharding, state as state_lib, tasks, workdir_lock, writers
+from ffjax.data import augment as augment_lib
 from ffjax.data import pipeline
 from ffjax.platform import selection
 from ffjax.state import TrainState
@@ -57,6 +58,7 @@ def validate_config(config: Any, mesh: jax.sharding.Mesh) -> None:
                 f"use --config.{field}=bfloat16 (float32's range, the same speed on GPUs and TPUs)."
             )
     tasks.from_config(config)  # frame_score_topk in range
+    augment_lib.from_config(config.augment, config.seed)  # scale_jitter and blur_sigma in range
     # Fails with the folder and the build command when the dataset is missing.
     pipeline.dataset_dir(config.dataset.data_dir, config.dataset.name, config.dataset.config_name)
 
@@ -64,6 +66,7 @@ def validate_config(config: Any, mesh: jax.sharding.Mesh) -> None:
 def train_step(
     state: TrainState, batch: dict[str, jax.Array], *, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     task: tasks.Task, dtype: Any, schedule: optax.Schedule, grad_accum_steps: int,
+    augment: augment_lib.DeviceAugment | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch. Pure: everything it uses comes in as arguments.
 
@@ -71,10 +74,17 @@ def train_step(
     poisoned) and is reported in the metrics; the host loop stops with the step named.
     An optional `batch["stop"]` (one flag per row: its process was asked to stop) comes back
     reduced over every process as `metrics["stop"]`, so all hosts agree when to stop.
+    `augment` (flip, scale, blur, colour) runs first, keyed by `batch["position"]`.
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
     batch = dict(batch)
     stop = batch.pop("stop", None)
+    position = batch.pop("position", None)
+    if augment is not None:
+        if position is None:
+            raise ValueError("config.augment asks for device augmentation, but the batch has no 'position' "
+                             "(uint32 [B, 2], augment.positions): feed batches from pipeline.train_dataset.")
+        batch["image"], batch["mask"] = augment(batch["image"], batch["mask"], position)
 
     def loss_fn(params: nnx.State):
         # copy=True: fresh Variables at this trace level (BatchNorm mutates its statistics).
@@ -116,6 +126,7 @@ def compile_train_step(config: Any, mesh: jax.sharding.Mesh, graphdef: nnx.Graph
     step = functools.partial(
         train_step, graphdef=graphdef, tx=tx, task=tasks.from_config(config), dtype=state_lib.dtype(config.dtype),
         schedule=optim.learning_rate_schedule(config), grad_accum_steps=config.grad_accum_steps,
+        augment=augment_lib.from_config(config.augment, config.seed),
     )
     repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     return jax.jit(

@@ -250,7 +250,8 @@ def test_pipeline_stages_times_every_stage_of_the_config(tiny_dataset, tmp_path)
     result = json.loads(out.read_text())["pipeline_stages"]
     assert result == json.loads(json.dumps(payload["pipeline_stages"])) and result["image_size"] == 32
     stages = {r["stage"]: r for r in result["stages"]}
-    assert stages["augment: jpeg"]["applied_per_frame"] == 0.3 and stages["augment: blur"]["applied_per_frame"] == 0.1
+    assert stages["augment on the host: JPEG re-compression"]["applied_per_frame"] == 0.3
+    assert result["device_augment_us_per_frame"] > 0  # flip, scale, blur and colour: in the step
     assert all(r["us_per_frame"] > 0 for r in result["stages"] if not r["stage"].startswith("to_example"))
     total = sum(r["expected_us_per_frame"] for r in result["stages"])
     assert result["total_us_per_frame"] == pytest.approx(total, abs=0.5)
@@ -270,3 +271,15 @@ def test_augment_grid_draws_stored_and_augmented_crops(tiny_dataset, tmp_path):
     panels = [grid[:128, c * 132: c * 132 + 128] for c in range(5)]
     assert any(not np.array_equal(panels[0], p) for p in panels[1:])  # augmented differs from stored
     assert np.any(np.all(grid == (40, 40, 255), axis=-1))  # a red mask outline (BGR)
+
+
+def test_fed_step_times_the_step_fed_by_the_pipeline_and_on_a_resident_batch(tiny_dataset, tmp_path):
+    data_dir, config_name = tiny_dataset
+    out = tmp_path / "fed.json"
+    cli.run(["ffjax bench", f"--config={TEST_CONFIG}", f"--config.dataset.data_dir={data_dir}",
+             f"--config.dataset.config_name={config_name}", "--config.dataset.num_workers=1", "--fed_step",
+             "--batch_sizes=8", "--devices=2", "--iters=1", f"--out={out}"])
+    result = json.loads(out.read_text())["fed_step"]
+    assert result["devices"] == 2 and result["batch"] == 8 and result["image_size"] == 32 and len(result["rounds"]) == 3
+    assert result["resident_s_per_step"] > 0 and result["fed_s_per_step"] > 0
+    assert result["slowdown"] == pytest.approx(result["fed_s_per_step"] / result["resident_s_per_step"] - 1, abs=1e-3)

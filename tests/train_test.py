@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ffjax import optim, sharding, train
+from ffjax.data import augment
 from ffjax.state import create_train_state
 from tests.helpers import load_config
 
@@ -20,6 +21,7 @@ def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarra
         "label": (np.arange(batch) < batch // 2).astype(np.int32),
         "method_id": np.zeros(batch, np.int32),
         "compression_id": np.ones(batch, np.int32),
+        "position": augment.positions(0, batch),
     }
 
 

@@ -3,8 +3,9 @@
 `ffjax bench --config C --augment_grid --out grid.png` takes a few records of the config's
 built training split (fakes of different methods whose masks cover part of the crop, then an
 original), and draws one row per record: the stored
-crop, then `columns` augmented versions exactly as the training reader makes them
-(`augment.augment` with the generator of global positions 0, 1, ...). The manipulated pixels
+crop, then `columns` augmented versions exactly as training makes them: the host's JPEG
+re-compression, then the step's device augmentation (`augment.DeviceAugment`, jitted here), for
+global positions 0, 1, ... The manipulated pixels
 of each panel are outlined in red, so a flip or a crop visibly moves image and mask together.
 Panels are drawn at 128 px.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import cv2
+import jax
 import numpy as np
 
 from ffjax.data import augment as augment_lib
@@ -59,14 +61,26 @@ def make_grid(config: Any, *, rows: int = 4, columns: int = 4, seed: int = 0) ->
     chosen += [e for e in fakes if not any(e is c for c in chosen)]
     chosen = chosen[: rows - 1]
     chosen.append(next((e for e in candidates if e["label"] == 0), candidates[-1]))
+    on_device = augment_lib.from_config(config.augment, seed)
+    on_device = jax.jit(on_device) if on_device is not None else None
     gap = np.full((PANEL, 4, 3), 255, np.uint8)
     lines = []
     for r, example in enumerate(chosen):
         panels = [_panel(example["image"], example["mask"])]
-        for c in range(columns):
-            rng = np.random.default_rng([seed, r * columns + c])
-            image, mask = augment_lib.augment(example["image"], example["mask"], rng, config.augment)
-            panels.append(_panel(image, mask))
+        first = r * columns
+        images, masks = [], []
+        for position in range(first, first + columns):
+            image = example["image"]
+            if augment_lib.host_enabled(config.augment):
+                image = augment_lib.host_augment(image, np.random.default_rng([seed, position]), config.augment)
+            images.append(image)
+            masks.append(example["mask"])
+        images, masks = np.stack(images), np.stack(masks)
+        if on_device is not None:
+            images, masks = on_device(images, masks, augment_lib.positions(first, columns))
+            images = np.clip(np.rint(np.asarray(images)), 0, 255).astype(np.uint8)
+            masks = np.asarray(masks)
+        panels += [_panel(image, mask) for image, mask in zip(images, masks)]
         row = [p for panel in panels for p in (panel, gap)][:-1]
         lines += [np.concatenate(row, axis=1), np.full((4, sum(p.shape[1] for p in row), 3), 255, np.uint8)]
     return np.concatenate(lines[:-1], axis=0)

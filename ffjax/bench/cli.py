@@ -67,6 +67,9 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
                       "augmentation, stacking, device copy) on one core, from the config's built dataset.", flag_values=fv)
     flags.DEFINE_bool("augment_grid", False, "Only draw what the model is fed: a PNG grid (--out) of training crops "
                       "with their masks outlined, stored and augmented as the training reader does.", flag_values=fv)
+    flags.DEFINE_bool("fed_step", False, "Only compare the training step fed by the real pipeline (grain workers) "
+                      "with the same step on a device-resident batch: the config's model and dataset, the first of "
+                      "--batch_sizes and --devices, --iters steps per round.", flag_values=fv)
     flags.DEFINE_integer("keyframe_every", 50, "--face_detection: the tracker's full-detection interval.", flag_values=fv)
     flags.DEFINE_string("jsonl", "", "Also append rows in the PyTorch reference schema to this results.jsonl.", flag_values=fv)
     return fv
@@ -276,6 +279,26 @@ def _augment_grid(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     return {"argv": argv, "augment_grid": out}
 
 
+def _fed_step(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
+    """`--fed_step`: the step fed by the pipeline vs on a resident batch; table and JSON."""
+    if fv.config is None:
+        raise SystemExit("ffjax bench --fed_step: give --config (its model and dataset are used).")
+    devices = (_ints(fv.devices, "devices") or [1])[0]
+    request_cpu_devices(fv.num_cpu_devices or devices, explicit=bool(fv.num_cpu_devices))
+    from ffjax import sharding  # imports JAX: after the flags
+    from ffjax.bench import fed_step, report
+
+    batch = (_ints(fv.batch_sizes, "batch_sizes") or [fv.config.batch_size])[0]
+    _print(f"[bench] training step fed by the pipeline vs a resident batch (batch {batch}, {devices} device(s)) ...")
+    result = fed_step.measure_fed_step(fv.config, batch=batch, mesh=sharding.make_mesh(devices), steps=fv.iters)
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("fed_step_%Y%m%dT%H%M%S.json"))
+    payload = {"environment": report.environment(), "argv": argv, "fed_step": result, "out": out}
+    report.write_json(out, payload)
+    print(fed_step.table(result))
+    _print(f"[bench] results: {out}")
+    return payload
+
+
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs `ffjax bench` with command-line arguments (argv[0] is the program name).
 
@@ -306,6 +329,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return _pipeline_stages(fv, argv)
     if fv.augment_grid:
         return _augment_grid(fv, argv)
+    if fv.fed_step:
+        return _fed_step(fv, argv)
     requested = _ints(fv.devices, "devices")
     want = fv.num_cpu_devices or max(requested, default=0)
     request_cpu_devices(want, explicit=bool(fv.num_cpu_devices))

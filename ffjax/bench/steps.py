@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ffjax import optim, sharding, state as state_lib, tasks, train
+from ffjax.data import augment
 from ffjax.bench import profile
 from ffjax.platform import selection
 from ffjax.platform.cpu import kernels
@@ -66,6 +67,7 @@ def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict[str, np.ndarra
         "valid": np.ones((batch,), bool),
         "method_id": np.zeros((batch,), np.int32),
         "compression_id": np.ones((batch,), np.int32),
+        "position": augment.positions(0, batch),  # keys the step's device augmentation
     }
 
 

@@ -26,7 +26,7 @@ class SuiteModel:
 
 
 # What the PyTorch side trains: BCEWithLogitsLoss alone, torch.optim.AdamW defaults
-# (lr 1e-3, weight decay 0.01), no clipping, no schedule.
+# (lr 1e-3, weight decay 0.01), no clipping, no schedule, no augmentation.
 TORCH_REFERENCE_TRAINING = (
     ("optimizer", "adamw"),
     ("learning_rate", 1e-3),
@@ -37,6 +37,11 @@ TORCH_REFERENCE_TRAINING = (
     ("warmup_steps", 0),
     ("loss.pos_weight", 1.0),
     ("loss.dice_weight", 0.0),
+    # The PyTorch side trains on its batch as it is: no device augmentation in the step either.
+    ("augment.flip", False),
+    ("augment.scale_jitter", 0.0),
+    ("augment.color_jitter", 0.0),
+    ("augment.blur_prob", 0.0),
 )
 
 # The three reference models as the project trains them (the configs' own loss and optimizer).

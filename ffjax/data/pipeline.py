@@ -1,8 +1,9 @@
 """The input pipeline: built FF++ records -> per-process numpy batches -> global device arrays.
 
 grain reads the TFDS `array_record` files without TensorFlow. Each process reads only its own
-share of a split; training batches are shuffled (seeded), optionally class balanced, augmented
-identically for image and mask, and come from an iterator whose position is checkpointable.
+share of a split; training batches are shuffled (seeded), optionally class balanced,
+JPEG-recompressed on the host (the other augmentations run in the training step, see
+`augment`), and come from an iterator whose position is checkpointable.
 Evaluation batches keep every record exactly once, in a fixed order, padded at the end with
 rows marked `valid=False`, and carry the host-side metadata (`video_id`, `frame_index`).
 """
@@ -24,9 +25,12 @@ import numpy as np
 
 from ffjax import paths
 from ffjax.data import augment as augment_lib
-from ffjax.data import ffpp, store
+from ffjax.data import ffpp, records, store
 
 BATCH_KEYS = ("image", "mask", "label", "method_id", "compression_id")
+# Training batches also carry each row's global stream position (uint32 [B, 2]), which keys
+# the augmentations the training step applies on the device (`augment.DeviceAugment`).
+TRAIN_KEYS = BATCH_KEYS + ("position",)
 
 
 # --------------------------------------------------------------------------- opening data
@@ -59,7 +63,7 @@ def dataset_dir(data_dir: str, name: str, config_name: str) -> str:
 class Split:
     """One split of a built dataset: a random-access source plus what describes it."""
 
-    source: Any                  # random-access sequence of record dicts (tfds data source)
+    source: Any                  # random-access sequence of record dicts (records.open_records)
     path: str                    # dataset version folder
     name: str                    # split name
     info: dict                   # dataset_info.json
@@ -101,7 +105,7 @@ def open_split(dataset_cfg: Any, split: str) -> Split:
             f"Split {split!r} is not in {path} (it has {sorted(builder.info.splits)}): check "
             f"config.dataset.train_split / eval_split."
         )
-    source = builder.as_data_source(split=split)
+    source = records.open_records(builder, split)
     if len(source) == 0:
         raise ValueError(f"Split {split!r} of {path} is empty: see its manifest_{split}.json for what was skipped.")
     with open(os.path.join(path, "dataset_info.json")) as f:
@@ -148,7 +152,7 @@ def to_example(record: dict) -> dict[str, np.ndarray]:
 def read_labels(split: Split) -> np.ndarray:
     """The label of every record of the split, in record order.
 
-    Reads each record once without decoding its image or mask. Cached beside the dataset
+    Reads each record once (the crops are raw bytes: nothing to decode). Cached beside the dataset
     (or in the user's cache folder when the dataset folder is read-only).
     """
     name = f"labels_{split.name}_{split.fingerprint()}.npy"
@@ -158,12 +162,7 @@ def read_labels(split: Split) -> np.ndarray:
             labels = np.load(path)
             if len(labels) == len(split):
                 return labels
-    import tensorflow_datasets as tfds
-
-    light = tfds.builder_from_directory(split.path).as_data_source(
-        split=split.name, decoders={"image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()}
-    )
-    labels = np.fromiter((int(light[i]["label"]) for i in range(len(light))), np.int32, len(light))
+    labels = np.fromiter((int(split.source[i]["label"]) for i in range(len(split))), np.int32, len(split))
     for path in candidates:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -198,8 +197,9 @@ class _TrainBatches:
     The order of examples is defined globally (one seeded stream over the whole split) and
     each process loads only its slice of every global batch. So the global batch at step k is
     the same whatever the number of processes or devices: a 2-host run equals a 1-host run,
-    and a resumed run equals an uninterrupted one. Augmentation draws from a generator seeded
-    by the example's global position, for the same reason.
+    and a resumed run equals an uninterrupted one. The host's JPEG re-compression draws from a
+    generator seeded by the example's global position, for the same reason, and each row
+    carries that position for the augmentations the step applies on the device.
     """
 
     def __init__(self, split: Split, config: Any, global_batch: int, labels: np.ndarray | None, start: int = 0):
@@ -209,7 +209,7 @@ class _TrainBatches:
         self._local = global_batch // jax.process_count()
         self._offset = jax.process_index() * self._local
         self._seed = int(config.seed)
-        self._augment = config.augment if _augment_enabled(config.augment) else None
+        self._augment = config.augment if augment_lib.host_enabled(config.augment) else None
         if labels is None:
             self._streams = [_EpochShuffled(np.arange(len(split)), self._seed)]
         else:
@@ -222,21 +222,24 @@ class _TrainBatches:
     def __getitem__(self, k: int) -> dict[str, np.ndarray]:
         k += self._start
         rows = []
-        for j in range(self._local):
-            position = k * self._global + self._offset + j
+        first = k * self._global + self._offset
+        for position in range(first, first + self._local):
             stream = self._streams[position % len(self._streams)]
             example = to_example(self._source[stream[position // len(self._streams)]])
             if self._augment is not None:
                 rng = np.random.default_rng([self._seed, position])
-                example["image"], example["mask"] = augment_lib.augment(example["image"], example["mask"], rng, self._augment)
+                example["image"] = augment_lib.host_augment(example["image"], rng, self._augment)
             rows.append(example)
-        return {key: np.stack([r[key] for r in rows]) for key in BATCH_KEYS}
+        batch = {key: np.stack([r[key] for r in rows]) for key in BATCH_KEYS}
+        batch["position"] = augment_lib.positions(first, self._local)
+        return batch
 
 
 def train_dataset(
     split: Split, config: Any, global_batch: int, labels: np.ndarray | None = None, *, start_batch: int = 0
 ) -> grain.IterDataset:
-    """An endless, shuffled, augmented stream of this process's part of each global batch.
+    """An endless, shuffled stream of this process's part of each global batch (host
+    augmentation applied; each row carries its position for the device augmentation).
 
     Global batch k is the same whatever the process and device counts, so the stream's
     position is one global number (`start_batch`, the next step of a resumed run).
@@ -265,22 +268,24 @@ def train_dataset(
         labels = None
     if start_batch < 0:
         raise ValueError(f"start_batch={start_batch} must be >= 0.")
-    ds = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels, start_batch)).to_iter_dataset()
-    if config.dataset.num_workers > 0:
+    batches = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels, start_batch))
+    workers = config.dataset.num_workers
+    # Each element is a whole batch. grain's default read-ahead (16 threads, 500 elements) ran
+    # ahead by up to 500 batches in every worker, ~4 GB each at 256 px and batch 32, and kept
+    # the cores busy doing it. Workers now make one batch at a time and wait while their
+    # queue (`prefetch` batches) is full; without workers, one thread keeps `prefetch` ahead.
+    read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0) if workers > 0 else grain.ReadOptions(
+        num_threads=1, prefetch_buffer_size=max(1, config.dataset.prefetch))
+    ds = batches.to_iter_dataset(read)
+    if workers > 0:
         # grain reads absl flags when it starts workers; called from Python rather than an
         # absl app (tests, notebooks, the demo) they are unparsed and grain would fail.
         from absl import flags
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=config.dataset.num_workers, per_worker_buffer_size=config.dataset.prefetch)
-        )
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=config.dataset.prefetch))
     return ds
-
-
-def _augment_enabled(cfg: Any) -> bool:
-    return bool(cfg.flip or cfg.scale_jitter > 0 or cfg.color_jitter > 0 or cfg.jpeg_prob > 0 or cfg.blur_prob > 0)
 
 
 # --------------------------------------------------------------------------- evaluation
