@@ -71,3 +71,20 @@ def test_a_lost_face_triggers_a_full_detection_on_the_next_frame():
     assert len(tracker(frames[2])) == 1 and tracker.full_detections == 2  # found again in full
     with pytest.raises(ValueError, match="keyframe_every"):
         faces.FaceTracker(keyframe_every=0)
+
+
+@pytest.mark.parametrize("widths", [(48, 200), (48,), (100,)])
+def test_detect_largest_finds_the_largest_face_coarse_to_fine_as_a_full_scan_does(widths):
+    """1080p: a 200 px face is found on the 4x-shrunk frame (and re-framed at full resolution),
+    a 48 px one only by the full scan; either way the box is the full scan's largest face."""
+    from ffjax.bench import faces as faces_bench
+
+    frames, boxes, _ = faces_bench.synthetic_clip(1, widths=widths, size=(1920, 1080), seed=3)
+    full = faces.detect_faces(frames[0])
+    largest = faces.detect_largest(frames[0])
+    assert full and largest is not None
+    side = full[0][2] - full[0][0]
+    assert max(abs(p - q) for p, q in zip(largest, full[0])) <= 0.25 * side
+    truth = boxes[0][int(np.argmax(widths))]
+    assert faces._iou(largest, truth) > 0.4
+    assert faces.detect_largest(np.full((1080, 1920, 3), 128, np.uint8)) is None

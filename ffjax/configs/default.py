@@ -27,9 +27,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.class_balance = True                 # sample real and fake frames 50/50
                                                         #   (FF++ has 4 fakes per original)
     config.dataset.num_workers = 2                      # grain worker processes (0: in-process)
-    config.dataset.prefetch = 2                         # batches prefetched per worker
+    config.dataset.prefetch = 2                         # batches each worker keeps ready (in-process
+                                                        #   reading without workers: read ahead)
 
-    # Augmentation, applied identically to image and mask on the host (grain workers).
+    # Augmentation, identical for image and mask: JPEG on the host (grain workers), the rest
+    # inside the jitted training step, on the device (ffjax/data/augment.py).
     config.augment = ml_collections.ConfigDict()
     config.augment.flip = True                          # random horizontal flip
     config.augment.scale_jitter = 0.1                   # random crop of (1-s..1) of the side, resized back

@@ -208,8 +208,7 @@ def _detector_boxes(original_frames) -> dict[int, tuple]:
         image = faces.grey(frame)
         box = faces.detect_near(image, previous, SAMPLED_FRAME_WINDOW) if previous else None
         if box is None:
-            boxes = faces.detect_faces(image)
-            box = boxes[0] if boxes else None
+            box = faces.detect_largest(image)
         if box is not None:
             found[index] = previous = box
     if not found:
