@@ -213,10 +213,22 @@ def _measure_input(plan: dict, counts: list[int], num_batches: int, workers: int
     )
 
 
+def _write(fv: flags.FlagValues, argv: list[str], key: str, result: Any, text: str, stem: str) -> dict[str, Any]:
+    """Writes a single-measurement mode's JSON (`--out`, or a new file named after `stem`),
+    prints its table and returns the payload."""
+    from ffjax.bench import report  # imports JAX: after the flags
+
+    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime(f"{stem}_%Y%m%dT%H%M%S.json"))
+    payload = {"environment": report.environment(), "argv": argv, key: result, "out": out}
+    report.write_json(out, payload)
+    print(text)
+    _print(f"[bench] results: {out}")
+    return payload
+
+
 def _face_detection(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     """`--face_detection`: dlib vs the tracker on generated full-HD clips; table and JSON."""
     from ffjax.bench import faces as faces_bench  # imports no JAX, but dlib and the subjects: only here
-    from ffjax.bench import report  # imports JAX: after the flags (module docstring)
 
     _print("[bench] face detection on generated 1920x1080 clips ...")
     results = {
@@ -224,46 +236,29 @@ def _face_detection(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
         "six_faces": faces_bench.measure(num_frames=2 * fv.keyframe_every, keyframe_every=fv.keyframe_every),
         "one_face": faces_bench.measure(num_frames=2 * fv.keyframe_every, keyframe_every=fv.keyframe_every, widths=(40,)),
     }
-    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("faces_%Y%m%dT%H%M%S.json"))
-    payload = {"environment": report.environment(), "argv": argv, "face_detection": results, "out": out}
-    report.write_json(out, payload)
-    for name, result in results.items():
-        print(f"{name}: " + faces_bench.table(result) + "\n")
-    _print(f"[bench] results: {out}")
-    return payload
+    text = "\n".join(f"{name}: " + faces_bench.table(result) + "\n" for name, result in results.items())
+    return _write(fv, argv, "face_detection", results, text, "faces")
 
 
 def _derived_masks(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     """`--derived_masks`: derived-mask IoU by compression, method and threshold; table and JSON."""
     from ffjax.bench import derived_masks  # imports no JAX, but dlib and the generator: only here
-    from ffjax.bench import report  # imports JAX: after the flags (module docstring)
 
     _print("[bench] derived masks on a generated tree (x264 c23/c40, each video on its own) ...")
     result = derived_masks.measure()
-    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("derived_masks_%Y%m%dT%H%M%S.json"))
-    payload = {"environment": report.environment(), "argv": argv, "derived_masks": result, "out": out}
-    report.write_json(out, payload)
-    print(derived_masks.table(result))
-    print(f"(bold: the builder's threshold for that compression; {result['frames']} fake frames)")
-    _print(f"[bench] results: {out}")
-    return payload
+    text = derived_masks.table(result) + f"\n(bold: the builder's threshold for that compression; {result['frames']} fake frames)"
+    return _write(fv, argv, "derived_masks", result, text, "derived_masks")
 
 
 def _pipeline_stages(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     """`--pipeline_stages`: host microseconds per training frame, stage by stage; table and JSON."""
     from ffjax.bench import pipeline_stages  # imports JAX: after the flags (module docstring)
-    from ffjax.bench import report  # imports JAX: after the flags
 
     if fv.config is None:
         raise SystemExit("ffjax bench --pipeline_stages: give --config (its dataset is read).")
     _print("[bench] input stages of a training frame, one core ...")
     result = pipeline_stages.measure_stages(fv.config)
-    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("stages_%Y%m%dT%H%M%S.json"))
-    payload = {"environment": report.environment(), "argv": argv, "pipeline_stages": result, "out": out}
-    report.write_json(out, payload)
-    print(pipeline_stages.stages_table(result))
-    _print(f"[bench] results: {out}")
-    return payload
+    return _write(fv, argv, "pipeline_stages", result, pipeline_stages.stages_table(result), "stages")
 
 
 def _augment_grid(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
@@ -286,17 +281,12 @@ def _fed_step(fv: flags.FlagValues, argv: list[str]) -> dict[str, Any]:
     devices = (_ints(fv.devices, "devices") or [1])[0]
     request_cpu_devices(fv.num_cpu_devices or devices, explicit=bool(fv.num_cpu_devices))
     from ffjax import sharding  # imports JAX: after the flags
-    from ffjax.bench import fed_step, report
+    from ffjax.bench import fed_step
 
     batch = (_ints(fv.batch_sizes, "batch_sizes") or [fv.config.batch_size])[0]
     _print(f"[bench] training step fed by the pipeline vs a resident batch (batch {batch}, {devices} device(s)) ...")
     result = fed_step.measure_fed_step(fv.config, batch=batch, mesh=sharding.make_mesh(devices), steps=fv.iters)
-    out = fv.out or os.path.join(tempfile.gettempdir(), "ffjax_bench", time.strftime("fed_step_%Y%m%dT%H%M%S.json"))
-    payload = {"environment": report.environment(), "argv": argv, "fed_step": result, "out": out}
-    report.write_json(out, payload)
-    print(fed_step.table(result))
-    _print(f"[bench] results: {out}")
-    return payload
+    return _write(fv, argv, "fed_step", result, fed_step.table(result), "fed_step")
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
