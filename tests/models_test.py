@@ -24,12 +24,15 @@ from ffjax.models.xception import XceptionBackbone
 
 # Trainable parameter counts of the PyTorch references (BN scale and bias counted, running
 # statistics not): timm legacy_xception with one output; smp Unet('xception') and
-# Unet('resnet34'); milesial/Pytorch-UNet (bilinear=False, 3 in, 1 out) for the paper U-Net.
+# Unet('resnet34'); milesial/Pytorch-UNet (bilinear=False, 3 in, 1 out) for the paper U-Net;
+# timm resnet34 (num_classes=1) and smp FPN('resnet34', classes=1) (timm 1.0.31, smp 0.6.0).
 REFERENCE_PARAMS = {
     "xception": 20_809_001,
     "unet": 31_037_633,
     "unet_xception": 28_769_401,
     "unet_resnet34": 24_436_369,
+    "resnet34": 21_285_185,
+    "fpn_resnet34": 23_155_393,
 }
 
 TINY = {
@@ -39,6 +42,8 @@ TINY = {
     "unet_resnet34": dict(
         encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), decoder_channels=(16, 8, 8, 4, 4)
     ),
+    "resnet34": dict(width=1 / 16, stage_blocks=(1, 1, 1, 1)),
+    "fpn_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), pyramid_channels=8, segmentation_channels=8),
 }
 
 
@@ -143,7 +148,7 @@ def _bce_loss(model, images, targets, train=True):
     return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
 
 
-@pytest.mark.parametrize("name", ["unet", "xception"])
+@pytest.mark.parametrize("name", ["unet", "xception", "resnet34", "fpn_resnet34"])
 def test_one_sgd_step_lowers_the_loss(name):
     model = create_model(name, rngs=_rngs(0), **TINY[name])
     optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
@@ -318,3 +323,16 @@ def test_flops_per_image_scales_with_area():
     assert large == pytest.approx(4 * small, rel=0.05)
 
 
+
+
+def test_bilinear_aligned_upsampling_keeps_corners_and_linear_ramps():
+    """PyTorch's align_corners=True: the first and last pixels stay, a ramp stays a ramp."""
+    from ffjax.models.layers import upsample_bilinear_aligned
+
+    ramp = jnp.arange(5, dtype=jnp.float32)
+    x = (ramp[:, None] * 10 + ramp[None, :])[None, :, :, None]  # value 10 * row + col
+    up = upsample_bilinear_aligned(x, 4)
+    assert up.shape == (1, 20, 20, 1)
+    rows = jnp.arange(20) * 4 / 19
+    np.testing.assert_allclose(up[0, :, :, 0], rows[:, None] * 10 + rows[None, :], atol=1e-5)
+    np.testing.assert_allclose(up[0, [0, -1]][:, [0, -1], 0], [[0, 4], [40, 44]], atol=1e-6)

@@ -135,3 +135,24 @@ def test_gradient_accumulation_updates_every_k_steps_in_bf16():
     unchanged = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
     assert unchanged(snapshots[0], snapshots[1])      # first micro-step: only accumulated
     assert not unchanged(snapshots[1], snapshots[2])  # second: the averaged update lands
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("fpn_resnet34", dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), pyramid_channels=8, segmentation_channels=8)),
+    ("resnet34", dict(width=1 / 16, stage_blocks=(1, 1, 1, 1))),
+])
+def test_new_models_train_through_the_step_on_8_devices_as_on_1(name, kwargs):
+    """The issue-18 models go through the trainer's step with the platform's operations."""
+    import ml_collections
+
+    config = load_config()
+    with config.unlocked():
+        config.model = name
+        config.model_kwargs = ml_collections.ConfigDict(kwargs)
+        config.warmup_steps = 0
+    batch = synthetic_batch(8, 64)
+    state8, metrics8 = one_step(config, 8, batch)
+    state1, metrics1 = one_step(config, 1, batch)
+    np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state8.params), jax.tree.leaves(state1.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

@@ -14,7 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ffjax.models.encoder_unet import ResNet34UNet, XceptionUNet
+from ffjax.models.fpn import FPNResNet34
 from ffjax.models.ops import STOCK, Ops
+from ffjax.models.resnet import ResNet34
 from ffjax.models.unet import UNet
 from ffjax.models.xception import Xception
 
@@ -23,6 +25,8 @@ MODELS: dict[str, type[nnx.Module]] = {
     "unet": UNet,
     "unet_xception": XceptionUNet,
     "unet_resnet34": ResNet34UNet,
+    "resnet34": ResNet34,
+    "fpn_resnet34": FPNResNet34,
 }
 
 

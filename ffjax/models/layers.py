@@ -83,6 +83,21 @@ def upsample_nearest_2x(x: jax.Array) -> jax.Array:
     return x.reshape(b, 2 * h, 2 * w, c)
 
 
+def upsample_bilinear_aligned(x: jax.Array, factor: int) -> jax.Array:
+    """Bilinear upsampling of [B, H, W, C] by an integer factor with corners aligned (PyTorch's
+    `interpolate(..., mode='bilinear', align_corners=True)`, which smp's FPN uses): output
+    pixel i samples input position i * (n - 1) / (m - 1). One small interpolation matrix per
+    axis, applied as two matrix products (MXU/tensor-core friendly)."""
+
+    def weights(n: int) -> jax.Array:
+        m = n * factor
+        src = jnp.arange(m, dtype=jnp.float32) * ((n - 1) / max(m - 1, 1))
+        return jnp.maximum(0.0, 1.0 - jnp.abs(src[:, None] - jnp.arange(n, dtype=jnp.float32)[None, :])).astype(x.dtype)
+
+    x = jnp.einsum("ih,bhwc->biwc", weights(x.shape[1]), x)
+    return jnp.einsum("jw,biwc->bijc", weights(x.shape[2]), x)
+
+
 def check_divisible(images: jax.Array, factor: int, model_name: str) -> None:
     """Raises a clear error when H or W cannot be halved `log2(factor)` times exactly."""
     h, w = images.shape[1:3]

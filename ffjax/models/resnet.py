@@ -1,6 +1,7 @@
 """ResNet-34 backbone (He et al. 2016), layer for layer as torchvision's `resnet34` minus fc.
 
-Used as the encoder of `ResNet34UNet`, with the skips that segmentation_models_pytorch takes:
+Used as the classifier `ResNet34` (timm `resnet34`), and as the encoder of `ResNet34UNet` and
+`FPNResNet34`, with the skips that segmentation_models_pytorch takes:
 stride 2 (after conv1/bn1/relu), 4 (layer1), 8 (layer2), 16 (layer3), 32 (layer4).
 """
 
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ffjax.models.layers import ConvBNReLU
+from ffjax.models.layers import IMAGENET_MEAN, IMAGENET_STD, ConvBNReLU, normalize_images
 from ffjax.models.ops import STOCK, Ops
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
@@ -122,3 +123,60 @@ class ResNetBackbone(nnx.Module):
                 x = block(x, train)
             features.append(x)
         return features
+
+
+class ResNet34(nnx.Module):
+    """The ResNet-34 classifier (timm `resnet34`): backbone, global average pool, linear head.
+
+    21,285,185 parameters with one output, as `timm.create_model('resnet34', num_classes=1)`.
+    """
+
+    task = "classification"
+    input_mean = IMAGENET_MEAN
+    input_std = IMAGENET_STD
+
+    def __init__(
+        self,
+        num_outputs: int = 1,
+        *,
+        width: float = 1.0,
+        stage_blocks: Sequence[int] = RESNET34_BLOCKS,
+        ops: Ops = STOCK,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        """Builds the classifier.
+
+        Args:
+          num_outputs: logits per image (1: sigmoid).
+          width: channel multiplier (1.0 is the reference).
+          stage_blocks: BasicBlocks per stage ((3, 4, 6, 3) is ResNet-34).
+          ops: the operation set (`ffjax.models.Ops`).
+          rngs: parameter RNG streams.
+          dtype: computation dtype.
+          param_dtype: parameter dtype.
+        """
+        if num_outputs < 1:
+            raise ValueError(f"ResNet34 num_outputs must be >= 1; got {num_outputs}")
+        self.backbone = ResNetBackbone(
+            stage_blocks=stage_blocks, width=width, ops=ops, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+        )
+        self.fc = nnx.Linear(
+            self.backbone.feature_channels[-1], num_outputs, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.dtype = dtype
+
+    def __call__(self, images: jax.Array, train: bool) -> jax.Array:
+        """Classifies images.
+
+        Args:
+          images: float RGB in [0, 1], [B, H, W, 3].
+          train: training mode for BatchNorm.
+
+        Returns:
+          float32 logits [B, num_outputs].
+        """
+        x = normalize_images(images, self.input_mean, self.input_std, self.dtype)
+        x = jnp.mean(self.backbone(x, train)[-1], axis=(1, 2))
+        return self.fc(x).astype(jnp.float32)
