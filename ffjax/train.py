@@ -227,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 # Settings that change what a checkpoint's arrays mean or what data it was fitted on: a resume
 # with any of them changed is refused unless config.allow_config_change.
 _MODEL_AND_DATA = ("model", "model_kwargs", "dtype", "param_dtype", "optimizer", "dataset.name",
-                   "dataset.config_name", "dataset.train_split")
+                   "dataset.config_name", "dataset.train_split", "dataset.train_methods")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

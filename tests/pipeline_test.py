@@ -99,3 +99,23 @@ def test_eval_batches_cover_every_record_once(tiny_dataset, per_batch):
         seen += [(v, int(f)) for v, f in zip(meta["video_id"][valid], meta["frame_index"][valid])]
     assert len(seen) == len(set(seen)) == len(split)
     assert any(not b[0]["valid"].all() for b in batches) == (len(split) % per_batch != 0)
+
+
+def test_train_methods_keep_one_methods_fakes_and_every_original(tiny_dataset):
+    """The cross-manipulation protocol: train on Face2Face's fakes (and the originals) only."""
+    from ffjax.data import ffpp
+
+    config = dataset_config(tiny_dataset)
+    with config.unlocked():
+        config.dataset.train_methods = ("Face2Face",)
+    split = pipeline.open_split(config.dataset, "train")
+    seen = set()
+    for batch in take(iter(pipeline.train_dataset(split, config, 8)), 6):
+        assert batch["label"].tolist() == [0, 1] * 4
+        seen |= {ffpp.METHOD_NAMES[m] for m in batch["method_id"][batch["label"] == 1]}
+        assert set(batch["method_id"][batch["label"] == 0]) == {0}
+    assert seen == {"Face2Face"}
+    with config.unlocked():
+        config.dataset.train_methods = ("DeepFaceLab",)
+    with pytest.raises(ValueError, match="train_methods"):
+        pipeline.train_dataset(split, config, 8)

@@ -26,6 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.eval_split = "val"                   # validated every eval_every_steps
     config.dataset.class_balance = True                 # sample real and fake frames 50/50
                                                         #   (FF++ has 4 fakes per original)
+    config.dataset.train_methods = ()                   # train on these methods' fakes only (and every
+                                                        #   original): the cross-manipulation protocol;
+                                                        #   () = every method
     config.dataset.num_workers = 2                      # grain worker processes (0: in-process)
     config.dataset.prefetch = 2                         # batches each worker keeps ready (in-process
                                                         #   reading without workers: read ahead)

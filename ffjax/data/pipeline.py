@@ -149,28 +149,70 @@ def to_example(record: dict) -> dict[str, np.ndarray]:
     }
 
 
-def read_labels(split: Split) -> np.ndarray:
-    """The label of every record of the split, in record order.
+def read_index(split: Split) -> dict[str, np.ndarray]:
+    """`label` and `method_id` (int32) of every record of the split, in record order.
 
-    Reads each record once (the crops are raw bytes: nothing to decode). Cached beside the dataset
-    (or in the user's cache folder when the dataset folder is read-only).
+    Reads each record once (the crops are raw bytes: nothing to decode). Cached beside the
+    dataset (or in the user's cache folder when the dataset folder is read-only).
     """
-    name = f"labels_{split.name}_{split.fingerprint()}.npy"
+    name = f"index_{split.name}_{split.fingerprint()}.npz"
     candidates = [os.path.join(split.path, name), os.path.join(os.path.expanduser("~/.cache/ffjax"), name)]
     for path in candidates:
         if os.path.exists(path):
-            labels = np.load(path)
-            if len(labels) == len(split):
-                return labels
-    labels = np.fromiter((int(split.source[i]["label"]) for i in range(len(split))), np.int32, len(split))
+            with np.load(path) as cached:
+                index = {k: cached[k] for k in cached.files}
+            if len(index.get("label", ())) == len(split):
+                return index
+    label, method_id = np.zeros(len(split), np.int32), np.zeros(len(split), np.int32)
+    for i in range(len(split)):
+        example = to_example(split.source[i])
+        label[i], method_id[i] = example["label"], example["method_id"]
+    index = {"label": label, "method_id": method_id}
     for path in candidates:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            np.save(path, labels)
+            np.savez(path, **index)
             break
         except OSError:
             continue
-    return labels
+    return index
+
+
+def read_labels(split: Split) -> np.ndarray:
+    """The label of every record of the split, in record order (`read_index`)."""
+    return read_index(split)["label"]
+
+
+def training_pools(split: Split, config: Any) -> list[np.ndarray]:
+    """The record indices each training stream draws from: one pool, or [real, fake] when
+    `config.dataset.class_balance`; only `config.dataset.train_methods`' fakes when it names
+    any (originals always stay: the cross-manipulation protocol trains on one method).
+
+    Raises:
+      ValueError: naming the setting, when a method is unknown or a pool would be empty.
+    """
+    methods = tuple(config.dataset.train_methods)
+    unknown = sorted(set(methods) - set(ffpp.FAKE_METHODS))
+    if unknown:
+        raise ValueError(f"config.dataset.train_methods={methods}: {unknown} not among {ffpp.FAKE_METHODS}.")
+    if not methods and not config.dataset.class_balance:
+        return [np.arange(len(split))]
+    index = read_index(split)
+    keep = np.ones(len(split), bool)
+    if methods:
+        ids = [ffpp.METHOD_NAMES.index(m) for m in methods]
+        keep = (index["label"] == 0) | np.isin(index["method_id"], ids)
+    if not config.dataset.class_balance:
+        return [np.flatnonzero(keep)]
+    pools = [np.flatnonzero(keep & (index["label"] == c)) for c in (0, 1)]
+    for pool, name in zip(pools, ("real", "fake")):
+        if not len(pool):
+            raise ValueError(
+                f"config.dataset.class_balance=True but split {split.name!r} of {split.path} has no {name} "
+                f"frames{' of ' + str(methods) if methods and name == 'fake' else ''}; set "
+                "config.dataset.class_balance=False, change config.dataset.train_methods or rebuild the dataset."
+            )
+    return pools
 
 
 # --------------------------------------------------------------------------- training
@@ -202,7 +244,7 @@ class _TrainBatches:
     carries that position for the augmentations the step applies on the device.
     """
 
-    def __init__(self, split: Split, config: Any, global_batch: int, labels: np.ndarray | None, start: int = 0):
+    def __init__(self, split: Split, config: Any, global_batch: int, pools: list[np.ndarray], start: int = 0):
         self._start = start
         self._source = split.source
         self._global = global_batch
@@ -210,11 +252,11 @@ class _TrainBatches:
         self._offset = jax.process_index() * self._local
         self._seed = int(config.seed)
         self._augment = config.augment if augment_lib.host_enabled(config.augment) else None
-        if labels is None:
-            self._streams = [_EpochShuffled(np.arange(len(split)), self._seed)]
+        if len(pools) == 1:
+            self._streams = [_EpochShuffled(pools[0], self._seed)]
         else:
             # Real and fake frames alternate: every batch is exactly half real, half fake.
-            self._streams = [_EpochShuffled(np.flatnonzero(labels == c), self._seed + 1 + c) for c in (0, 1)]
+            self._streams = [_EpochShuffled(pool, self._seed + 1 + c) for c, pool in enumerate(pools)]
 
     def __len__(self) -> int:
         return sys.maxsize
@@ -235,9 +277,7 @@ class _TrainBatches:
         return batch
 
 
-def train_dataset(
-    split: Split, config: Any, global_batch: int, labels: np.ndarray | None = None, *, start_batch: int = 0
-) -> grain.IterDataset:
+def train_dataset(split: Split, config: Any, global_batch: int, *, start_batch: int = 0) -> grain.IterDataset:
     """An endless, shuffled stream of this process's part of each global batch (host
     augmentation applied; each row carries its position for the device augmentation).
 
@@ -246,29 +286,17 @@ def train_dataset(
 
     Args:
       split: the opened training split.
-      config: the run config (reads `seed`, `dataset.*`, `augment.*`).
+      config: the run config (reads `seed`, `dataset.*`, `augment.*`; see `training_pools`).
       global_batch: rows per global batch (all processes); must divide by the process count.
-      labels: per-record labels, required when `config.dataset.class_balance` (see
-        `read_labels`).
       start_batch: index of the first global batch to yield.
 
     Returns:
       A grain IterDataset; `iter()` of it is checkpointable with get_state()/set_state().
     """
-    if config.dataset.class_balance:
-        if labels is None:
-            labels = read_labels(split)
-        for c, name in ((0, "real"), (1, "fake")):
-            if not np.any(labels == c):
-                raise ValueError(
-                    f"config.dataset.class_balance=True but split {split.name!r} of {split.path} has no {name} "
-                    f"frames; set config.dataset.class_balance=False or rebuild the dataset."
-                )
-    else:
-        labels = None
+    pools = training_pools(split, config)
     if start_batch < 0:
         raise ValueError(f"start_batch={start_batch} must be >= 0.")
-    batches = grain.MapDataset.source(_TrainBatches(split, config, global_batch, labels, start_batch))
+    batches = grain.MapDataset.source(_TrainBatches(split, config, global_batch, pools, start_batch))
     workers = config.dataset.num_workers
     # Each element is a whole batch. grain's default read-ahead (16 threads, 500 elements) ran
     # ahead by up to 500 batches in every worker, ~4 GB each at 256 px and batch 32, and kept
