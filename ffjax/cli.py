@@ -19,6 +19,7 @@ COMMANDS = {
     "predict": ("ffjax.inference.predict", None, "localise manipulations in your own video or image"),
     "convert": ("ffjax.convert", None, "PyTorch weights (timm, smp, torchvision) into an ffjax model"),
     "demo": ("ffjax.demo", None, "end-to-end demo on real faces that ship with scikit-image"),
+    "study": ("ffjax.study", None, "the paper's comparison: train and score every cell of a study, tables and plots"),
     "bench": ("ffjax.bench.cli", None, "train/eval throughput across devices, batches, precisions"),
 }
 

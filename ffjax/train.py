@@ -237,7 +237,8 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict):
             out.update(_flat(value, name + "."))
         else:
-            out[name] = value
+            # The saved config went through JSON: its tuples came back as lists.
+            out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
