@@ -312,6 +312,11 @@ def _print_summary(summary: dict) -> None:
     print("Outputs:")
     for name, path in summary["outputs"].items():
         print(f"  {name:<22} {path}")
+    # <data_dir>/faceforensics/<config>/<version>: the study reads the same build.
+    data_dir, _, config_name, _ = str(summary["outputs"]["dataset"]).rsplit("/", 3)
+    print(f"Next, the paper's comparison on this data (segmentation vs classification, ablations, "
+          f"cross-manipulation; a few minutes):\n  ffjax study --study tiny --workdir {summary['outputs']['folder']}/study "
+          f"--set dataset.data_dir={data_dir} --set dataset.config_name={config_name}")
 
 
 def _parse(argv) -> argparse.Namespace:

@@ -21,7 +21,6 @@ cross-manipulation matrix when cells train on single methods) and the plots besi
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from ffjax import configs, evaluation, models, paths, state as state_lib, train
+from ffjax import configs, evaluation, models, paths, state as state_lib, study_report, train
 from ffjax.data import ffpp
 
 STUDY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "studies")
@@ -210,8 +209,6 @@ def run_study(study: dict[str, Any], workdir: str, *, share: tuple[int, int] = (
       {'rows': finished cells' rows, 'ran': names trained now, 'skipped': names already
        finished, 'missing': names not finished yet, 'files': written paths}.
     """
-    from ffjax import study_report  # matplotlib: only when writing
-
     cells = cell_configs(study)
     workdir = paths.resolve(workdir)
     ran, skipped = [], []

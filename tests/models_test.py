@@ -25,7 +25,8 @@ from ffjax.models.xception import XceptionBackbone
 # Trainable parameter counts of the PyTorch references (BN scale and bias counted, running
 # statistics not): timm legacy_xception with one output; smp Unet('xception') and
 # Unet('resnet34'); milesial/Pytorch-UNet (bilinear=False, 3 in, 1 out) for the paper U-Net;
-# timm resnet34 (num_classes=1) and smp FPN('resnet34', classes=1) (timm 1.0.31, smp 0.6.0).
+# timm resnet34 (num_classes=1), smp FPN('resnet34', classes=1) and DeepLabV3Plus('resnet34',
+# classes=1) (timm 1.0.31, smp 0.6.0).
 REFERENCE_PARAMS = {
     "xception": 20_809_001,
     "unet": 31_037_633,
@@ -33,6 +34,7 @@ REFERENCE_PARAMS = {
     "unet_resnet34": 24_436_369,
     "resnet34": 21_285_185,
     "fpn_resnet34": 23_155_393,
+    "deeplabv3plus_resnet34": 22_437_457,
 }
 
 TINY = {
@@ -44,6 +46,7 @@ TINY = {
     ),
     "resnet34": dict(width=1 / 16, stage_blocks=(1, 1, 1, 1)),
     "fpn_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), pyramid_channels=8, segmentation_channels=8),
+    "deeplabv3plus_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), decoder_channels=8, atrous_rates=(1, 2, 3)),
 }
 
 
@@ -148,7 +151,7 @@ def _bce_loss(model, images, targets, train=True):
     return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
 
 
-@pytest.mark.parametrize("name", ["unet", "xception", "resnet34", "fpn_resnet34"])
+@pytest.mark.parametrize("name", ["unet", "xception", "resnet34", "fpn_resnet34", "deeplabv3plus_resnet34"])
 def test_one_sgd_step_lowers_the_loss(name):
     model = create_model(name, rngs=_rngs(0), **TINY[name])
     optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
@@ -336,3 +339,14 @@ def test_bilinear_aligned_upsampling_keeps_corners_and_linear_ramps():
     rows = jnp.arange(20) * 4 / 19
     np.testing.assert_allclose(up[0, :, :, 0], rows[:, None] * 10 + rows[None, :], atol=1e-5)
     np.testing.assert_allclose(up[0, [0, -1]][:, [0, -1], 0], [[0, 4], [40, 44]], atol=1e-6)
+
+
+def test_resnet_output_stride_16_keeps_layer4_at_stride_16_with_the_same_parameters():
+    from ffjax.models.resnet import ResNetBackbone
+
+    make = lambda stride: nnx.eval_shape(lambda: ResNetBackbone(output_stride=stride, rngs=nnx.Rngs(0)))  # noqa: E731
+    x32, x16 = make(32), make(16)
+    assert _num_params(x32) == _num_params(x16)
+    graphdef, state = nnx.split(x16)
+    maps = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, train=False), state, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    assert [m.shape[1] for m in maps] == [32, 16, 8, 4, 4]

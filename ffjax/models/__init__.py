@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ffjax.models.deeplab import DeepLabV3PlusResNet34
 from ffjax.models.encoder_unet import ResNet34UNet, XceptionUNet
 from ffjax.models.fpn import FPNResNet34
 from ffjax.models.ops import STOCK, Ops
@@ -27,6 +28,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "unet_resnet34": ResNet34UNet,
     "resnet34": ResNet34,
     "fpn_resnet34": FPNResNet34,
+    "deeplabv3plus_resnet34": DeepLabV3PlusResNet34,
 }
 
 

@@ -127,6 +127,7 @@ class ConvBNReLU(nnx.Module):
         stride: int = 1,
         *,
         padding: int | None = None,
+        dilation: int = 1,
         relu: bool = True,
         ops: Ops = STOCK,
         rngs: nnx.Rngs,
@@ -140,21 +141,24 @@ class ConvBNReLU(nnx.Module):
           out_features: output channels.
           kernel_size: square kernel side.
           stride: spatial stride.
-          padding: symmetric zero padding; default kernel_size // 2, which keeps an even input
-            side H at exactly H / stride (PyTorch's convention, unlike 'SAME' at stride 2).
+          padding: symmetric zero padding; default dilation * (kernel_size // 2), which keeps an
+            even input side H at exactly H / stride (PyTorch's convention, unlike 'SAME' at
+            stride 2).
+          dilation: kernel dilation (atrous convolution).
           relu: apply ReLU after BatchNorm.
           ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
         """
-        pad = kernel_size // 2 if padding is None else padding
+        pad = dilation * (kernel_size // 2) if padding is None else padding
         self.conv = conv(
             in_features,
             out_features,
             (kernel_size, kernel_size),
             strides=stride,
             padding=((pad, pad), (pad, pad)),
+            kernel_dilation=dilation,
             use_bias=False,
             ops=ops,
             dtype=dtype,
@@ -173,9 +177,9 @@ class ConvBNReLU(nnx.Module):
 class SeparableConv(nnx.Module):
     """Depthwise kxk (no bias) then pointwise 1x1 (no bias), stride 1, 'same' size.
 
-    The depthwise step is `ops.depthwise` when the set has one, else `nnx.Conv`'s grouped
-    convolution; both read the same `depthwise.kernel` parameter, so a checkpoint written
-    with one loads into the other.
+    The depthwise step is `ops.depthwise` when the set has one (undilated only), else
+    `nnx.Conv`'s grouped convolution; both read the same `depthwise.kernel` parameter, so a
+    checkpoint written with one loads into the other.
     """
 
     def __init__(
@@ -184,6 +188,7 @@ class SeparableConv(nnx.Module):
         out_features: int,
         kernel_size: int = 3,
         *,
+        dilation: int = 1,
         ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
@@ -195,6 +200,7 @@ class SeparableConv(nnx.Module):
           in_features: input channels (one depthwise filter each).
           out_features: output channels of the pointwise convolution.
           kernel_size: odd depthwise kernel side.
+          dilation: depthwise kernel dilation (atrous; DeepLab's ASPP).
           ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
@@ -202,12 +208,13 @@ class SeparableConv(nnx.Module):
         """
         if kernel_size % 2 != 1:
             raise ValueError(f"SeparableConv needs an odd kernel_size; got {kernel_size}")
-        pad = kernel_size // 2
+        pad = dilation * (kernel_size // 2)
         self.depthwise = conv(
             in_features,
             in_features,
             (kernel_size, kernel_size),
             padding=((pad, pad), (pad, pad)),
+            kernel_dilation=dilation,
             feature_group_count=in_features,
             use_bias=False,
             ops=ops,
@@ -225,7 +232,7 @@ class SeparableConv(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.depthwise_fn = ops.depthwise
+        self.depthwise_fn = ops.depthwise if dilation == 1 else None
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -28,6 +28,7 @@ class BasicBlock(nnx.Module):
         out_features: int,
         stride: int = 1,
         *,
+        dilation: int = 1,
         ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
@@ -39,14 +40,15 @@ class BasicBlock(nnx.Module):
           in_features: input channels.
           out_features: output channels.
           stride: stride of the first conv (2 opens a stage).
+          dilation: dilation of both 3x3 convs (a stage kept at its input's resolution).
           ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
           param_dtype: parameter dtype.
         """
         kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.conv1 = ConvBNReLU(in_features, out_features, 3, stride, **kw)
-        self.conv2 = ConvBNReLU(out_features, out_features, 3, 1, relu=False, **kw)
+        self.conv1 = ConvBNReLU(in_features, out_features, 3, stride, dilation=dilation, **kw)
+        self.conv2 = ConvBNReLU(out_features, out_features, 3, 1, dilation=dilation, relu=False, **kw)
         if stride != 1 or in_features != out_features:
             self.downsample = ConvBNReLU(
                 in_features, out_features, 1, stride, padding=0, relu=False, **kw
@@ -68,6 +70,7 @@ class ResNetBackbone(nnx.Module):
         *,
         stage_blocks: Sequence[int] = RESNET34_BLOCKS,
         width: float = 1.0,
+        output_stride: int = 32,
         ops: Ops = STOCK,
         rngs: nnx.Rngs,
         dtype=jnp.float32,
@@ -78,6 +81,8 @@ class ResNetBackbone(nnx.Module):
         Args:
           stage_blocks: BasicBlocks in layer1..layer4; (3, 4, 6, 3) is ResNet-34.
           width: channel multiplier on (64, 128, 256, 512); 1.0 is the reference.
+          output_stride: 32, or 16 to keep layer4 at stride 16 with its 3x3 convs dilated 2
+            (smp's `make_dilated`, as DeepLabV3+ asks); the parameters are the same.
           ops: the operation set (`ffjax.models.Ops`).
           rngs: parameter RNG streams.
           dtype: computation dtype.
@@ -90,15 +95,19 @@ class ResNetBackbone(nnx.Module):
             )
         if not width > 0:
             raise ValueError(f"ResNet width must be > 0 (1.0 is the reference); got {width}")
+        if output_stride not in (16, 32):
+            raise ValueError(f"ResNet output_stride must be 16 or 32; got {output_stride}")
         widths = [max(1, round(n * width)) for n in (64, 128, 256, 512)]
         kw = dict(ops=ops, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.stem = ConvBNReLU(3, widths[0], 7, 2, padding=3, **kw)
         layers = []
         cin = widths[0]
         for i, (n, cout) in enumerate(zip(stage_blocks, widths)):
-            stride = 1 if i == 0 else 2
-            blocks = [BasicBlock(cin, cout, stride, **kw)]
-            blocks += [BasicBlock(cout, cout, 1, **kw) for _ in range(n - 1)]
+            dilated = output_stride == 16 and i == 3
+            stride = 1 if i == 0 or dilated else 2
+            dilation = 2 if dilated else 1
+            blocks = [BasicBlock(cin, cout, stride, dilation=dilation, **kw)]
+            blocks += [BasicBlock(cout, cout, 1, dilation=dilation, **kw) for _ in range(n - 1)]
             layers.append(nnx.List(blocks))
             cin = cout
         self.layers = nnx.List(layers)
@@ -113,7 +122,8 @@ class ResNetBackbone(nnx.Module):
           train: training mode for BatchNorm.
 
         Returns:
-          Five maps at strides 2, 4, 8, 16, 32 with `feature_channels` channels.
+          Five maps at strides 2, 4, 8, 16, 32 (16 for the last with `output_stride=16`), with
+          `feature_channels` channels.
         """
         x = self.stem(x, train)
         features = [x]

@@ -10,7 +10,7 @@ scored on the official test split. The classifiers train on the same frames with
 label only; a segmentation model's frame score is the mean of its top-k pixel probabilities.
 """
 
-SEGMENTATION = ("unet_xception", "unet_resnet34", "fpn_resnet34", "unet")
+SEGMENTATION = ("unet_xception", "unet_resnet34", "fpn_resnet34", "deeplabv3plus_resnet34", "unet")
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
 
