@@ -193,7 +193,52 @@ class Classification(Task):
         return "classifier fake probability"
 
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Segmentation, Classification)}
+@dataclasses.dataclass(frozen=True)
+class SegmentationClassification(Task):
+    """Two heads on one encoder: `{'mask': [B, H, W, 1], 'frame': [B, 1]}` logits.
+
+    Trained on both (segmentation loss + `frame_weight` x frame BCE). The frame score is the
+    frame head's probability (`frame_score_from='head'`) or, as the paper reads it, the mask's
+    top-k rule (`'mask'`); the pixel outputs are the mask head's.
+    """
+
+    name: ClassVar[str] = "segmentation_classification"
+    uses_masks: ClassVar[bool] = True
+    segmentation: Segmentation = Segmentation()
+    frame_weight: float = 1.0
+    frame_score_from: str = "head"
+
+    def __post_init__(self):
+        if self.frame_score_from not in ("head", "mask"):
+            raise ValueError(f"config.frame_score_from={self.frame_score_from!r} must be 'head' or 'mask'.")
+
+    @classmethod
+    def from_config(cls, config: Any) -> SegmentationClassification:
+        loss = config.get("loss") or {}
+        return cls(segmentation=Segmentation.from_config(config), frame_weight=float(loss.get("frame_weight", 1.0)),
+                   frame_score_from=str(config.get("frame_score_from", "head")))
+
+    def loss(self, logits, batch):
+        seg, parts = self.segmentation.loss(logits["mask"], batch)
+        frame, _ = classification_loss(logits["frame"], batch["label"])
+        return seg + self.frame_weight * frame, {**parts, "frame_bce": frame}
+
+    def frame_score(self, logits):
+        if self.frame_score_from == "mask":
+            return self.segmentation.frame_score(logits["mask"])
+        return Classification().frame_score(logits["frame"])
+
+    def pixel_probs(self, logits):
+        return self.segmentation.pixel_probs(logits["mask"])
+
+    @property
+    def frame_score_rule(self) -> str:
+        if self.frame_score_from == "mask":
+            return self.segmentation.frame_score_rule
+        return "frame head's fake probability (a second head on the segmentation model's encoder)"
+
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Segmentation, Classification, SegmentationClassification)}
 
 
 def from_config(config: Any) -> Task:

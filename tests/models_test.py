@@ -35,6 +35,7 @@ REFERENCE_PARAMS = {
     "resnet34": 21_285_185,
     "fpn_resnet34": 23_155_393,
     "deeplabv3plus_resnet34": 22_437_457,
+    "unet_xception_2head": 28_771_450,  # smp Unet('xception', aux_params={'classes': 1})
 }
 
 TINY = {
@@ -47,6 +48,7 @@ TINY = {
     "resnet34": dict(width=1 / 16, stage_blocks=(1, 1, 1, 1)),
     "fpn_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), pyramid_channels=8, segmentation_channels=8),
     "deeplabv3plus_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), decoder_channels=8, atrous_rates=(1, 2, 3)),
+    "unet_xception_2head": dict(encoder_width=1 / 16, middle_blocks=1, decoder_channels=(16, 8, 8, 4, 4)),
 }
 
 
@@ -109,6 +111,9 @@ def test_unet_parameter_count_matches_formula(depth, base_width):
 def test_reference_output_shapes(name, size):
     model = _abstract(name)
     out = _output_shape(model, (2, size, size, 3))
+    if model.task == "segmentation_classification":
+        assert out["mask"].shape == (2, size, size, 1) and out["frame"].shape == (2, 1)
+        return
     expected = (2, 1) if model.task == "classification" else (2, size, size, 1)
     assert out.shape == expected and out.dtype == jnp.float32
 

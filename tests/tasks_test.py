@@ -92,3 +92,26 @@ def test_forward_scales_uint8_once():
 
     tasks.Segmentation().forward(model, jnp.full((1, 2, 2, 3), 255, jnp.uint8), train=False)
     assert seen["x"].dtype == jnp.float32 and float(seen["x"].max()) == 1.0 and seen["train"] is False
+
+
+def test_two_head_task_trains_both_heads_and_scores_from_either():
+    logits = {"mask": jnp.zeros((2, 4, 4, 1)).at[1, 0, 0, 0].set(8.0), "frame": jnp.array([[-3.0], [3.0]])}
+    batch = {"mask": jnp.zeros((2, 4, 4), jnp.uint8), "label": jnp.array([0, 1])}
+    seg = tasks.Segmentation(topk_fraction=1 / 16, dice_weight=0.0)
+    task = tasks.SegmentationClassification(segmentation=seg, frame_weight=2.0)
+    loss, parts = task.loss(logits, batch)
+    seg_loss, _ = seg.loss(logits["mask"], batch)
+    frame_loss, _ = tasks.Classification().loss(logits["frame"], batch)
+    np.testing.assert_allclose(loss, seg_loss + 2.0 * frame_loss, rtol=1e-6)
+    np.testing.assert_allclose(parts["frame_bce"], frame_loss, rtol=1e-6)
+    np.testing.assert_allclose(task.frame_score(logits), jax.nn.sigmoid(jnp.array([-3.0, 3.0])), rtol=1e-6)
+    by_mask = tasks.SegmentationClassification(segmentation=seg, frame_score_from="mask")
+    np.testing.assert_allclose(by_mask.frame_score(logits), seg.frame_score(logits["mask"]), rtol=1e-6)
+    assert task.pixel_probs(logits).shape == (2, 4, 4)
+    with pytest.raises(ValueError, match="frame_score_from"):
+        tasks.SegmentationClassification(frame_score_from="both")
+    config = load_config("test")
+    with config.unlocked():
+        config.model, config.frame_score_from = "unet_xception_2head", "mask"
+    picked = tasks.from_config(config)
+    assert isinstance(picked, tasks.SegmentationClassification) and picked.frame_score_from == "mask"

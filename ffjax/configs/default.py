@@ -58,12 +58,15 @@ def base_config() -> ml_collections.ConfigDict:
                                                         #   `ffjax convert`); "" = random init
     config.frame_score_topk = 0.01                      # frame score = mean of the top 1% pixel
                                                         #   probabilities (segmentation models)
+    config.frame_score_from = "head"                    # two-head models: frame score from the frame
+                                                        #   head ('head') or the mask's top-k ('mask')
 
     # --- loss -------------------------------------------------------------------------
     config.loss = ml_collections.ConfigDict()
     config.loss.pos_weight = 1.0                        # weight of fake pixels in the BCE
                                                         #   (fake pixels are rare)
     config.loss.dice_weight = 0.5                       # + this × soft Dice of the fake class
+    config.loss.frame_weight = 1.0                      # two-head models: + this x the frame head's BCE
 
     # --- optimisation -----------------------------------------------------------------
     config.batch_size = 32                              # global: all devices of all hosts

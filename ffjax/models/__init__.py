@@ -3,7 +3,7 @@
 Every model is an `nnx.Module` called as `model(images, train=...)` on float RGB images in
 [0, 1] shaped [B, H, W, 3]; it normalises them with its own `input_mean` / `input_std` first.
 Each names its task (`task = 'segmentation'`: logits [B, H, W, 1]; `'classification'`:
-logits [B, num_outputs]); `ffjax.tasks` owns what follows from it (loss, frame score,
+logits [B, num_outputs]; `'segmentation_classification'`: both, as `{'mask', 'frame'}`); `ffjax.tasks` owns what follows from it (loss, frame score,
 metrics). Every model takes `ops` (`Ops`): the operation set, picked by the caller.
 """
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ffjax.models.deeplab import DeepLabV3PlusResNet34
-from ffjax.models.encoder_unet import ResNet34UNet, XceptionUNet
+from ffjax.models.encoder_unet import ResNet34UNet, XceptionUNet, XceptionUNetTwoHead
 from ffjax.models.fpn import FPNResNet34
 from ffjax.models.ops import STOCK, Ops
 from ffjax.models.resnet import ResNet34
@@ -29,6 +29,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "resnet34": ResNet34,
     "fpn_resnet34": FPNResNet34,
     "deeplabv3plus_resnet34": DeepLabV3PlusResNet34,
+    "unet_xception_2head": XceptionUNetTwoHead,
 }
 
 

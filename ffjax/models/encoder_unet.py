@@ -265,3 +265,30 @@ class ResNet34UNet(EncoderUNet):
         super().__init__(
             encoder, decoder_channels=decoder_channels, ops=ops, rngs=rngs, dtype=dtype, param_dtype=param_dtype
         )
+
+
+class XceptionUNetTwoHead(XceptionUNet):
+    """U-Net/Xception with a classification head on the encoder's deepest map (smp
+    `Unet('xception', aux_params={'classes': 1})`): 28,771,450 parameters.
+
+    One backbone, two outputs, so segmentation and classification are compared on the same
+    encoder: `{'mask': [B, H, W, 1] pixel logits, 'frame': [B, 1] frame logit}`, the head
+    being a global average pool and a linear layer (smp's aux head, without dropout). Its task
+    (`segmentation_classification`) trains both.
+    """
+
+    task = "segmentation_classification"
+
+    def __init__(self, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, **kwargs):
+        """Builds the model; the arguments are `XceptionUNet`'s."""
+        super().__init__(rngs=rngs, dtype=dtype, param_dtype=param_dtype, **kwargs)
+        self.frame_head = nnx.Linear(self.encoder.feature_channels[-1], 1, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
+        """{'mask': float32 [B, H, W, 1], 'frame': float32 [B, 1]} logits (see the class)."""
+        check_divisible(images, 32, type(self).__name__)
+        x = normalize_images(images, self.input_mean, self.input_std, self.dtype)
+        features = self.encoder(x, train)
+        frame = self.frame_head(jnp.mean(features[-1], axis=(1, 2)))
+        mask = self.head(self.decoder(features, train))
+        return {"mask": mask.astype(jnp.float32), "frame": frame.astype(jnp.float32)}

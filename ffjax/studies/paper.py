@@ -18,6 +18,9 @@ def get_config():
     cells = [{"name": m, "model": m} for m in SEGMENTATION]
     cells += [{"name": "xception_cls", "config": "xception_cls"},
               {"name": "resnet34_cls", "model": "resnet34"}]
+    # One encoder, two heads: the frame decision read from the frame head or from the mask.
+    cells += [{"name": "unet_xception_2head", "model": "unet_xception_2head"},
+              {"name": "unet_xception_2head_mask_score", "model": "unet_xception_2head", "frame_score_from": "mask"}]
     # Ablations on the paper's model.
     cells += [{"name": "unet_xception_bce_only", "loss.dice_weight": 0.0}]
     cells += [{"name": f"unet_xception_top{k}", "frame_score_topk": k} for k in (0.001, 0.1, 1.0)]  # 1.0: the mean
