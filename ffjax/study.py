@@ -1,6 +1,9 @@
 r"""`ffjax study`: the paper's comparison as one resumable command.
 
-  ffjax study --study paper --workdir /tmp/study --set dataset.data_dir='"/data/tfds"' [--cells 0/4]
+  ffjax study --study paper --workdir /tmp/study --set dataset.data_dir=/data/tfds [--cells 0/4]
+
+`--set FIELD=VALUE` (repeatable) sets a dotted run-config field in every cell; VALUE is read as
+JSON when it parses (`--set num_train_steps=500`), else as a string.
 
 A study file (a packaged one from `ffjax/studies/`, or a path) holds `get_config()`, a dict:
 
@@ -14,7 +17,8 @@ Each cell trains through `train.train_and_evaluate` into `<workdir>/cells/<name>
 interrupted cell resumes there), then its latest checkpoint is scored on the test split by the
 evaluator `ffjax eval` uses. The cell's row is written to `cells/<name>/study_cell.json` with a
 hash of its config: a rerun skips every finished cell whose config is unchanged, and
-`--cells i/n` runs every n-th cell starting at i, so n hosts can share a study. Each run then
+`--cells i/n` runs every n-th cell starting at i, so n hosts can share a study on one workdir
+(each cell runs in one process, on that host's devices). Each run then
 writes, from every finished cell: `study.json`, `study.md` (one row per cell; the
 cross-manipulation matrix when cells train on single methods) and the plots beside them.
 """
@@ -238,10 +242,13 @@ def run(argv: list[str]) -> None:
     flags.DEFINE_string("workdir", None, "Where the cells' runs, study.json, study.md and the plots go.", flag_values=fv)
     flags.DEFINE_string("cells", "0/1", "Run every n-th cell from the i-th: i/n (share a study between hosts).", flag_values=fv)
     flags.DEFINE_multi_string("set", [], "FIELD=VALUE (JSON value) set in every cell, e.g. dataset.data_dir=\"/data\".", flag_values=fv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        print(f"{__doc__.strip()}\n\nflags:\n{fv.get_help()}")
+        raise SystemExit(0)
     try:
         rest = fv(argv)
     except flags.Error as e:
-        raise SystemExit(f"ffjax study: {e}") from None
+        raise SystemExit(f"ffjax study: {e}\nSee `ffjax study --help`.") from None
     if len(rest) > 1 or not fv.study or not fv.workdir:
         raise SystemExit("usage: ffjax study --study NAME_OR_FILE --workdir DIR [--cells i/n] [--set FIELD=JSON ...]")
     logging.getLogger().setLevel(logging.INFO)

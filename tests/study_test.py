@@ -59,3 +59,11 @@ def test_study_errors_name_the_cell_and_the_field(tiny_dataset):
     with pytest.raises(FileNotFoundError, match="paper, tiny"):
         study_lib.load_study("no_such_study")
     assert len(study_lib.cell_configs(study_lib.load_study("paper"))) == 20
+
+
+def test_study_command_line_help_and_usage(capsys):
+    with pytest.raises(SystemExit) as done:
+        study_lib.run(["ffjax study", "--help"])
+    assert done.value.code == 0 and "--cells" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="usage: ffjax study"):
+        study_lib.run(["ffjax study", "--study", "tiny"])
