@@ -38,7 +38,8 @@ import numpy as np
 from flax import nnx
 
 from ffjax import configs, evaluation, models, paths, state as state_lib, study_report, train
-from ffjax.data import ffpp
+from ffjax.data import ffpp, pipeline
+from ffjax.inference import loading
 
 STUDY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "studies")
 CELL_FILE = "study_cell.json"
@@ -152,6 +153,44 @@ def _row(name: str, config: Any, result: Any, train_seconds: float) -> dict[str,
     }
 
 
+GRID_FILE = "predictions.png"
+GRID_FRAMES = 48  # fake frames per method, the first of the split, ranked by IoU for the grid
+
+
+def prediction_examples(config: Any, cell_dir: str, split: str, per_method: int = GRID_FRAMES) -> dict[str, list[dict]]:
+    """The best, median and worst of the first `per_method` fake frames of each method by
+    per-frame pixel IoU: {method: [{'image', 'mask', 'probs', 'iou', 'pick'}, ...]}; {} for a
+    model without pixel outputs. Frames whose prediction and mask are both empty are left out."""
+    model = loading.load_model(cell_dir, config=config)
+    if not model.task.uses_masks:
+        return {}
+    logits_fn = state_lib.predict_fn(model.graphdef, model.task)
+    probs_fn = jax.jit(lambda state, images: model.task.pixel_probs(logits_fn(state, images)))
+    data = pipeline.open_split(config.dataset, split)
+    index = pipeline.read_index(data)
+    examples: dict[str, list[dict]] = {}
+    for method_id, method in enumerate(ffpp.METHOD_NAMES):
+        chosen = np.flatnonzero((index["label"] == 1) & (index["method_id"] == method_id))[:per_method]
+        if method == ffpp.ORIGINAL or not len(chosen):
+            continue
+        rows = [pipeline.to_example(data.source[int(i)]) for i in chosen]
+        images, masks = np.stack([r["image"] for r in rows]), np.stack([r["mask"] for r in rows]) > 0
+        probs = np.asarray(probs_fn(model.state, images))
+        predicted = probs >= float(config.threshold)
+        union = (predicted | masks).sum((1, 2))
+        keep = np.flatnonzero(union > 0)
+        if not len(keep):
+            continue
+        iou = (predicted & masks).sum((1, 2))[keep] / union[keep]
+        order = keep[np.argsort(iou, kind="stable")]
+        ranked = np.sort(iou)
+        picks = {"best": (order[-1], ranked[-1]), "median": (order[len(order) // 2], ranked[len(order) // 2]),
+                 "worst": (order[0], ranked[0])}
+        examples[method] = [{"pick": name, "image": images[i], "mask": masks[i], "probs": probs[i], "iou": float(v)}
+                            for name, (i, v) in picks.items()]
+    return examples
+
+
 STARTED_FILE = "study_cell_started.json"
 
 
@@ -182,6 +221,8 @@ def run_cell(name: str, config: Any, cell_dir: str, test_split: str) -> dict[str
     train_seconds = time.perf_counter() - tick
     result = evaluation.evaluate_checkpoint(config, cell_dir, split=test_split)
     row = _row(name, config, result, train_seconds)
+    examples = prediction_examples(config, cell_dir, test_split)
+    row["prediction_grid"] = study_report.prediction_grid(examples, f"{cell_dir}/{GRID_FILE}", title=name) if examples else None
     if jax.process_index() == 0:
         (paths.path(cell_dir) / CELL_FILE).write_text(json.dumps({"fingerprint": _fingerprint(config), "row": row}, indent=1))
     return row

@@ -3,7 +3,8 @@
 Writes beside the cells: `study.json` (every row), `study.md` (one row per cell, frame AUC per
 test method, and the cross-manipulation matrix when cells train on a single method each), and
 PNG plots: ROC curves per test method, pixel IoU against GFLOPs per image (efficiency), and the
-cross-manipulation matrix as a heatmap.
+cross-manipulation matrix as a heatmap. Each cell with pixel outputs also gets a grid of test
+predictions (`prediction_grid`, written when the cell is scored).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ def markdown(rows: list[dict], study_name: str, missing: list[str]) -> str:
                   "frame AUC / pixel IoU:", "", "| trained on | " + " | ".join(tested) + " |", "|---|" + "---:|" * len(tested)]
         for t, a_row, i_row in zip(trained, auc, iou):
             lines.append(f"| {t} | " + " | ".join(f"{_fmt(a)} / {_fmt(i)}" for a, i in zip(a_row, i_row)) + " |")
+    grids = [r for r in rows if r.get("prediction_grid")]
+    if grids:
+        lines += ["", "Test predictions (best, median and worst pixel IoU per method): " + ", ".join(
+            f"[{r['name']}](cells/{r['name']}/{r['prediction_grid'].rsplit('/', 1)[-1]})" for r in grids) + "."]
     lines += ["", "train img/s: steps x batch / the cell's training wall time (compiles and validation included); "
               "eval frames/s: the evaluator's, compile excluded. ROC curves come from 1/100-wide score bins."]
     return "\n".join(lines) + "\n"
@@ -120,6 +125,32 @@ def _plots(rows: list[dict], folder: str) -> list[str]:
         fig.tight_layout()
         written.append(_save(fig, folder, "cross_manipulation.png"))
     return written
+
+
+def prediction_grid(examples: dict[str, list[dict]], path: str, *, title: str) -> str:
+    """One row per method: for its best, median and worst frame by IoU, the crop, the true
+    mask and the predicted probabilities (`study.prediction_examples`). Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(examples)
+    fig, axes = plt.subplots(len(methods), 9, figsize=(13.5, 1.6 * len(methods) + 0.5), squeeze=False)
+    for row, method in zip(axes, methods):
+        for k, example in enumerate(examples[method]):
+            panels = ((example["image"], None, f"{example['pick']}: IoU {example['iou']:.2f}"),
+                      (example["mask"], "gray", "true mask"), (example["probs"], "magma", "predicted"))
+            for j, (image, cmap, label) in enumerate(panels):
+                ax = row[3 * k + j]
+                ax.imshow(image, cmap=cmap, vmin=0, vmax=1) if cmap else ax.imshow(image)
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title(label, fontsize=7)
+        row[0].set_ylabel(method, fontsize=8)
+    fig.suptitle(f"{title}: test frames by pixel IoU (best, median, worst of the first fakes per method)", fontsize=9)
+    fig.tight_layout()
+    folder, name = path.rsplit("/", 1)
+    return _save(fig, folder, name)
 
 
 def _save(fig: Any, folder: str, name: str) -> str:

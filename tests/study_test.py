@@ -36,8 +36,11 @@ def test_study_trains_scores_and_reports_every_cell_then_skips_them(tiny_dataset
         assert row["roc"]["all"]["fpr"][0] == 0 and row["roc"]["all"]["tpr"][-1] == pytest.approx(1)
     text = (tmp_path / "study.md").read_text()
     assert "| unet_on_Face2Face |" in text and "Cross-manipulation" in text and "| Face2Face | " in text
-    for name in ("roc.png", "iou_vs_gflops.png", "cross_manipulation.png"):
+    for name in ("roc.png", "iou_vs_gflops.png", "cross_manipulation.png", "cells/unet/predictions.png",
+                 "cells/two_heads/predictions.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert rows["resnet34_cls"]["prediction_grid"] is None and not (tmp_path / "cells/resnet34_cls/predictions.png").exists()
+    assert "[unet](cells/unet/predictions.png)" in text
     # A rerun trains nothing; a changed cell is trained again.
     again = study_lib.run_study(study, str(tmp_path))
     assert again["ran"] == [] and again["skipped"] == ["unet", "resnet34_cls", "unet_on_Face2Face", "two_heads"]
