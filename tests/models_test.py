@@ -146,9 +146,14 @@ def test_tiny_models_run(name):
     # Shapes at 64 and 96 are covered abstractly above; one real run checks the numerics.
     model = create_model(name, rngs=_rngs(0), **TINY[name])
     out = nnx.jit(lambda m, x: m(x, train=False))(model, _images(0, (2, 64, 64, 3)))
-    expected = (2, 1) if model.task == "classification" else (2, 64, 64, 1)
-    assert out.shape == expected and out.dtype == jnp.float32
-    assert bool(jnp.all(jnp.isfinite(out)))
+    if model.task == "segmentation_classification":
+        outs = {"mask": (2, 64, 64, 1), "frame": (2, 1)}
+        assert {k: v.shape for k, v in out.items()} == outs
+        out = jnp.concatenate([out["mask"].ravel(), out["frame"].ravel()])
+    else:
+        expected = (2, 1) if model.task == "classification" else (2, 64, 64, 1)
+        assert out.shape == expected
+    assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
 
 
 def _bce_loss(model, images, targets, train=True):
