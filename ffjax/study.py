@@ -59,26 +59,6 @@ def load_study(spec: str) -> dict[str, Any]:
     return {"name": os.path.basename(path)[:-3], "overrides": {}, "test_split": "test", **study}
 
 
-def set_fields(config: ml_collections.ConfigDict, fields: dict[str, Any], where: str) -> None:
-    """Sets dotted fields on a run config, naming the study entry when one does not exist."""
-    for dotted, value in fields.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        try:
-            for part in parents:
-                node = node[part]
-            if leaf not in node and not (parents and parents[-1] == "model_kwargs"):
-                raise KeyError(leaf)
-        except KeyError:
-            raise ValueError(f"{where}: {dotted!r} is not a field of the run config.") from None
-        if isinstance(value, dict):
-            value = ml_collections.ConfigDict(value)  # e.g. model_kwargs: replaced whole
-        elif isinstance(value, list):
-            value = tuple(value)
-        with node.unlocked():
-            node[leaf] = value
-
-
 def cell_configs(study: dict[str, Any]) -> list[tuple[str, ml_collections.ConfigDict]]:
     """(name, run config) of every cell, in the study's order."""
     out, names = [], set()
@@ -91,8 +71,8 @@ def cell_configs(study: dict[str, Any]) -> list[tuple[str, ml_collections.Config
         config = configs.load(cell.pop("config", study["base"]))
         if "model" in cell and "model_kwargs" not in cell:
             cell["model_kwargs"] = {}  # the base model's options do not fit another model
-        set_fields(config, dict(study["overrides"]), "study overrides")
-        set_fields(config, cell, f"study cell {name!r}")
+        configs.set_fields(config, dict(study["overrides"]), "study overrides")
+        configs.set_fields(config, cell, f"study cell {name!r}")
         out.append((name, config))
     return out
 

@@ -73,18 +73,7 @@ SUITES: dict[str, dict[str, Any]] = {
 
 def apply_overrides(config: Any, overrides: tuple[tuple[str, Any], ...]) -> Any:
     """Sets dotted fields (`loss.dice_weight`) on a config; new keys allowed in model_kwargs."""
-    for dotted, value in overrides:
-        *parents, leaf = dotted.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        if parents == ["model_kwargs"]:
-            # model_kwargs is open-ended: the model class decides which keys it takes.
-            with node.unlocked():
-                node[leaf] = value
-        else:
-            node[leaf] = value
-    return config
+    return configs.set_fields(config, dict(overrides), "bench overrides")
 
 
 def suite_configs(name: str) -> list[tuple[SuiteModel, Any]]:

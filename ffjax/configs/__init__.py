@@ -68,3 +68,31 @@ def resolve_argv(argv: list[str]) -> list[str]:
         elif token.startswith("--config="):
             out[i] = "--config=" + resolve(token.split("=", 1)[1])
     return out
+
+
+def set_fields(config: Any, fields: dict[str, Any], where: str) -> Any:
+    """Sets dotted fields (`loss.dice_weight`) on a run config; returns it.
+
+    `model_kwargs` is open-ended (the model class decides which keys it takes), so new keys
+    are allowed there; any other unknown field is an error naming `where` it came from. A
+    dict replaces a sub-config whole (e.g. `model_kwargs`); a list becomes a tuple.
+    """
+    import ml_collections
+
+    for dotted, value in fields.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        try:
+            for part in parents:
+                node = node[part]
+            if leaf not in node and not (parents and parents[-1] == "model_kwargs"):
+                raise KeyError(leaf)
+        except KeyError:
+            raise ValueError(f"{where}: {dotted!r} is not a field of the run config.") from None
+        if isinstance(value, dict):
+            value = ml_collections.ConfigDict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        with node.unlocked():
+            node[leaf] = value
+    return config
