@@ -9,7 +9,10 @@ without PyTorch), in the layout of one of
 
 - timm `legacy_xception` (ImageNet classifier; into `xception`, or the encoder of `unet_xception`),
 - torchvision / timm `resnet34` (into the encoder of `unet_resnet34`),
-- a whole smp `Unet('xception')` or `Unet('resnet34')` (into `unet_xception` / `unet_resnet34`),
+- timm `resnet34` / `efficientnet_b4` (into the classifiers `resnet34` / `efficientnet_b4`),
+- Luke Melas-Kyriazi's `efficientnet-b4` (what smp loads; into the encoder of `unet_efficientnet_b4`),
+- a whole smp `Unet('xception')`, `Unet('resnet34')` or `Unet('efficientnet-b4')` (into
+  `unet_xception` / `unet_resnet34` / `unet_efficientnet_b4`),
 - or an `.npz` this command wrote (ffjax's own parameter paths).
 
 Convolution kernels go from [O, I, kh, kw] to [kh, kw, I, O], linear weights are transposed,
@@ -164,6 +167,64 @@ def _resnet_keys(keys: list[str], src: str, dst: str) -> dict[str, tuple[str, st
     return out
 
 
+def _timm_efficientnet_keys(keys: list[str], dst: str) -> dict[str, tuple[str, str]]:
+    """torch key -> (ffjax path, kind) for a timm `efficientnet_b4` (blocks.<stage>.<repeat>)."""
+    out: dict[str, tuple[str, str]] = {}
+    repeats: dict[int, int] = {}
+    for key in keys:
+        if m := re.match(r"blocks\.(\d+)\.(\d+)\.", key):
+            repeats[int(m.group(1))] = max(repeats.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    first = {s: sum(repeats[t] for t in sorted(repeats) if t < s) for s in repeats}
+    top = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head_conv.conv", "bn2": "head_conv.bn"}
+    for key in keys:
+        head, _, leaf = key.rpartition(".")
+        if head in top:
+            out[key] = (f"{dst}{top[head]}.{'kernel' if head.startswith('conv') else _bn(leaf)}",
+                        "conv" if head.startswith("conv") else "bn")
+        elif head == "classifier":
+            out[key] = (f"fc.{'kernel' if leaf == 'weight' else 'bias'}", "linear" if leaf == "weight" else "bias")
+        elif m := re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(.+)", head):
+            block = f"{dst}blocks.{first[int(m.group(1))] + int(m.group(2))}."
+            part = m.group(3)
+            expanded = any(k.startswith(f"blocks.{m.group(1)}.{m.group(2)}.conv_pwl.") for k in keys)
+            # timm names the first stage's (unexpanded) block's parts differently.
+            names = ({"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv",
+                      "bn2": "depthwise.bn", "conv_pwl": "project.conv", "bn3": "project.bn"} if expanded else
+                     {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn", "conv_pw": "project.conv", "bn2": "project.bn"})
+            if part in ("se.conv_reduce", "se.conv_expand"):
+                name = "se_reduce" if part.endswith("reduce") else "se_expand"
+                out[key] = (f"{block}{name}.{'kernel' if leaf == 'weight' else 'bias'}",
+                            "conv1x1_linear" if leaf == "weight" else "bias")
+            elif part in names:
+                conv = names[part].endswith(".conv")
+                out[key] = (f"{block}{names[part]}.{'kernel' if conv else _bn(leaf)}", "conv" if conv else "bn")
+    return out
+
+
+def _lukemelas_efficientnet_keys(keys: list[str], src: str, dst: str) -> dict[str, tuple[str, str]]:
+    """torch key -> (ffjax path, kind) for Luke Melas-Kyriazi's EfficientNet (smp's encoder)."""
+    out: dict[str, tuple[str, str]] = {}
+    top = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head_conv.conv", "_bn1": "head_conv.bn"}
+    parts = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv",
+             "_bn1": "depthwise.bn", "_project_conv": "project.conv", "_bn2": "project.bn"}
+    for key in keys:
+        if not key.startswith(src):
+            continue
+        head, _, leaf = key[len(src):].rpartition(".")
+        if head in top:
+            conv = top[head].endswith(".conv")
+            out[key] = (f"{dst}{top[head]}.{'kernel' if conv else _bn(leaf)}", "conv" if conv else "bn")
+        elif m := re.fullmatch(r"_blocks\.(\d+)\.(_\w+)", head):
+            block = f"{dst}blocks.{m.group(1)}."
+            if m.group(2) in ("_se_reduce", "_se_expand"):
+                out[key] = (f"{block}{m.group(2)[1:]}.{'kernel' if leaf == 'weight' else 'bias'}",
+                            "conv1x1_linear" if leaf == "weight" else "bias")
+            elif m.group(2) in parts:
+                conv = parts[m.group(2)].endswith(".conv")
+                out[key] = (f"{block}{parts[m.group(2)]}.{'kernel' if conv else _bn(leaf)}", "conv" if conv else "bn")
+    return out
+
+
 def _unet_decoder_keys(keys: list[str]) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for key in keys:
@@ -180,7 +241,7 @@ def _unet_decoder_keys(keys: list[str]) -> dict[str, tuple[str, str]]:
 def _plan(model: str, keys: list[str]) -> tuple[str, dict[str, tuple[str, str]], set[str]]:
     """(what the file is, torch key -> (ffjax path, kind), torch keys to leave out)."""
     smp_unet = any(k.startswith("decoder.blocks.") for k in keys)
-    head = {k for k in keys if k.startswith(("fc.", "last_linear.", "classifier."))}
+    head = {k for k in keys if k.startswith(("fc.", "last_linear.", "classifier.", "_fc."))}
     if model == "xception":
         if smp_unet or any(k.startswith("encoder.") for k in keys):
             raise ValueError("this is a U-Net or encoder file; the xception classifier takes a timm legacy_xception file.")
@@ -197,7 +258,28 @@ def _plan(model: str, keys: list[str]) -> tuple[str, dict[str, tuple[str, str]],
         if smp_unet:
             return "smp Unet('resnet34')", {**_resnet_keys(keys, "encoder.", "encoder."), **_unet_decoder_keys(keys)}, set()
         return "torchvision/timm resnet34 (encoder only)", _resnet_keys(keys, "", "encoder."), head
-    raise ValueError(f"converting PyTorch weights is supported for xception, unet_xception and unet_resnet34, not {model!r}.")
+    if model == "resnet34":
+        if smp_unet or any(k.startswith("encoder.") for k in keys):
+            raise ValueError("this is a U-Net or encoder file; the resnet34 classifier takes a timm/torchvision resnet34 file.")
+        mapping = _resnet_keys(keys, "", "backbone.")
+        mapping.update({k: ("fc.kernel" if k.endswith(".weight") else "fc.bias", "linear" if k.endswith(".weight") else "bias")
+                        for k in head if k.startswith("fc.")})
+        return "timm/torchvision resnet34", mapping, set()
+    if model == "efficientnet_b4":
+        if smp_unet or any(k.startswith(("encoder.", "_blocks.")) for k in keys):
+            raise ValueError("this is an smp U-Net or Luke Melas-Kyriazi EfficientNet file (other padding and "
+                             "BatchNorm epsilon); the efficientnet_b4 classifier takes a timm efficientnet_b4 file.")
+        return "timm efficientnet_b4", _timm_efficientnet_keys(keys, "backbone."), set()
+    if model == "unet_efficientnet_b4":
+        if smp_unet:
+            return ("smp Unet('efficientnet-b4')",
+                    {**_lukemelas_efficientnet_keys(keys, "encoder.", "encoder."), **_unet_decoder_keys(keys)}, set())
+        if any(k.startswith("blocks.") for k in keys):
+            raise ValueError("this is a timm efficientnet_b4 file; smp's U-Net encoder is Luke Melas-Kyriazi's "
+                             "EfficientNet (TensorFlow padding, BatchNorm epsilon 1e-3): use its efficientnet-b4 file.")
+        return "EfficientNet-B4, Luke Melas-Kyriazi's (encoder only)", _lukemelas_efficientnet_keys(keys, "", "encoder."), head
+    supported = "xception, resnet34, efficientnet_b4, unet_xception, unet_resnet34, unet_efficientnet_b4"
+    raise ValueError(f"converting PyTorch weights is supported for {supported}, not {model!r}.")
 
 
 def convert_state_dict(state: dict[str, np.ndarray], model: str, target: dict[str, Any]) -> Conversion:
@@ -225,7 +307,8 @@ def convert_state_dict(state: dict[str, np.ndarray], model: str, target: dict[st
     arrays: dict[str, np.ndarray] = {}
     for key, (path, kind) in mapping.items():
         value = np.asarray(state[key], np.float32)
-        value = {"conv": _conv, "linear": np.transpose}.get(kind, lambda v: v)(value)
+        value = {"conv": _conv, "linear": np.transpose, "conv1x1_linear": lambda v: v.reshape(v.shape[:2]).T}.get(
+            kind, lambda v: v)(value)
         if path not in target:
             raise ValueError(f"{key} -> {path}: {model!r} has no such parameter (another architecture or width?).")
         want = tuple(target[path].shape)

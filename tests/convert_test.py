@@ -141,6 +141,52 @@ def test_unet_resnet34_equals_smp_unet_and_takes_an_imagenet_encoder(tmp_path):
     assert set(encoder_only.arrays) == {p for p in conversion.arrays if p.startswith("encoder.")}
 
 
+def _model_config(model):
+    config = _config("default")
+    with config.unlocked():
+        config.model = model
+        config.model_kwargs = type(config.model_kwargs)()
+    return config
+
+
+@pytest.mark.parametrize("model,timm_name,seed", [("resnet34", "resnet34", 4), ("efficientnet_b4", "efficientnet_b4", 5)])
+def test_classifiers_equal_timm(tmp_path, model, timm_name, seed):
+    reference = _randomise_batchnorm(timm.create_model(timm_name, num_classes=1), seed)
+    path = tmp_path / f"{timm_name}.pth"
+    torch.save(reference.state_dict(), path)
+    images = _images(64, seed=seed)
+    got, conversion = _ffjax_outputs(_model_config(model), path, images)
+    want = _torch_outputs(reference, images, IMAGENET)
+    assert conversion.source.startswith("timm") and not conversion.not_loaded
+    assert_equal_outputs(got, want)
+
+
+def test_unet_efficientnet_b4_equals_smp_unet_and_takes_an_imagenet_encoder(tmp_path):
+    """smp's EfficientNet encoder pads as TensorFlow for a 380 px input and uses BatchNorm
+    epsilon 1e-3: at 64 px (not 380) the paddings must still be the reference's."""
+    reference = _randomise_batchnorm(smp.Unet("efficientnet-b4", encoder_weights=None, classes=1), 6)
+    path = tmp_path / "unet_effb4.pth"
+    torch.save(reference.state_dict(), path)
+    config = _model_config("unet_efficientnet_b4")
+    images = _images(64, seed=6)
+    got, conversion = _ffjax_outputs(config, path, images)
+    want = _torch_outputs(reference, images, IMAGENET).transpose(0, 2, 3, 1)
+    assert conversion.source == "smp Unet('efficientnet-b4')" and not conversion.not_loaded
+    assert_equal_outputs(got, want)
+
+    # The ImageNet file smp loads for its encoder (Luke Melas-Kyriazi's layout, 1000-class _fc).
+    imagenet = {k.removeprefix("encoder."): v for k, v in reference.state_dict().items() if k.startswith("encoder.")}
+    imagenet["_fc.weight"], imagenet["_fc.bias"] = torch.zeros(1000, 1792), torch.zeros(1000)
+    torch.save(imagenet, tmp_path / "efficientnet-b4.pth")
+    _, encoder_only = _ffjax_outputs(config, tmp_path / "efficientnet-b4.pth", images)
+    assert set(encoder_only.left_out) == {"_fc.weight", "_fc.bias"}
+    assert set(encoder_only.arrays) == {p for p in conversion.arrays if p.startswith("encoder.")}
+    # A timm file has the other padding and epsilon: refused with the reason, not loaded wrongly.
+    torch.save(timm.create_model("efficientnet_b4", num_classes=1).state_dict(), tmp_path / "timm_b4.pth")
+    with pytest.raises(ValueError, match="Luke Melas-Kyriazi"):
+        _ffjax_outputs(config, tmp_path / "timm_b4.pth", images)
+
+
 def test_mismatches_are_named(tmp_path):
     reference = timm.create_model("legacy_xception", num_classes=1)
     state = reference.state_dict()

@@ -1,6 +1,7 @@
 """Tests for ffjax.models: exact parameter counts, shapes, training, and the operation sets
 (stock, xla, native) computing the same function with the same parameters."""
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ from ffjax.models.layers import SeparableConv
 from ffjax.platform.cpu import kernels as cpu_kernels
 from ffjax.platform.cpu.ops import depthwise_conv_shifted
 from ffjax.state import ops_named
+from ffjax.models.efficientnet import EfficientNetBackbone
 from ffjax.models.resnet import ResNetBackbone
 from ffjax.models.xception import XceptionBackbone
 
@@ -36,6 +38,8 @@ REFERENCE_PARAMS = {
     "fpn_resnet34": 23_155_393,
     "deeplabv3plus_resnet34": 22_437_457,
     "unet_xception_2head": 28_771_450,  # smp Unet('xception', aux_params={'classes': 1})
+    "efficientnet_b4": 17_550_409,  # timm efficientnet_b4
+    "unet_efficientnet_b4": 20_225_689,  # smp Unet('efficientnet-b4')
 }
 
 TINY = {
@@ -49,6 +53,8 @@ TINY = {
     "fpn_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), pyramid_channels=8, segmentation_channels=8),
     "deeplabv3plus_resnet34": dict(encoder_width=1 / 16, stage_blocks=(1, 1, 1, 1), decoder_channels=8, atrous_rates=(1, 2, 3)),
     "unet_xception_2head": dict(encoder_width=1 / 16, middle_blocks=1, decoder_channels=(16, 8, 8, 4, 4)),
+    "efficientnet_b4": dict(width=0.25, depth=0.3),
+    "unet_efficientnet_b4": dict(encoder_width=0.25, encoder_depth=0.3, decoder_channels=(16, 8, 8, 4, 4)),
 }
 
 
@@ -126,7 +132,13 @@ def test_xception_at_299():
 @pytest.mark.parametrize("size", [64, 96])
 @pytest.mark.parametrize(
     "backbone,channels",
-    [(XceptionBackbone, (64, 128, 256, 728, 2048)), (ResNetBackbone, (64, 64, 128, 256, 512))],
+    [
+        (XceptionBackbone, (64, 128, 256, 728, 2048)),
+        (ResNetBackbone, (64, 64, 128, 256, 512)),
+        (EfficientNetBackbone, (48, 32, 56, 160, 448)),
+        # smp's TensorFlow-style paddings, computed for 380 px, at other sizes.
+        (functools.partial(EfficientNetBackbone, static_padding_size=380), (48, 32, 56, 160, 448)),
+    ],
 )
 def test_encoder_feature_maps_are_exactly_h_over_stride(backbone, channels, size):
     model = nnx.eval_shape(lambda: backbone(rngs=nnx.Rngs(0)))
@@ -161,7 +173,8 @@ def _bce_loss(model, images, targets, train=True):
     return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
 
 
-@pytest.mark.parametrize("name", ["unet", "xception", "resnet34", "fpn_resnet34", "deeplabv3plus_resnet34"])
+@pytest.mark.parametrize("name", ["unet", "xception", "resnet34", "fpn_resnet34", "deeplabv3plus_resnet34",
+                                  "efficientnet_b4"])
 def test_one_sgd_step_lowers_the_loss(name):
     model = create_model(name, rngs=_rngs(0), **TINY[name])
     optimizer = nnx.Optimizer(model, optax.sgd(0.01), wrt=nnx.Param)
@@ -287,6 +300,29 @@ def test_xception_operation_sets_share_checkpoints_and_agree():
     np.testing.assert_allclose(forward(grouped, images), forward(shifted, images), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("ops_name", ["xla", "native"])
+def test_efficientnet_operation_sets_share_checkpoints_and_agree(ops_name):
+    """The stride-1 depthwise convolutions take the fast form, the stride-2 ones the grouped
+    convolution; both sets give the same function of the same parameters, gradients too
+    (training mode, so every layer's gradient is far from zero)."""
+    kwargs = dict(TINY["efficientnet_b4"], rngs=_rngs(0))
+    grouped = create_model("efficientnet_b4", ops=STOCK, **kwargs)
+    fast = create_model("efficientnet_b4", ops=ops_named(ops_name), **dict(kwargs, rngs=_rngs(1)))
+    assert sum(b.depthwise_fn is not None for b in fast.backbone.blocks) == len(fast.backbone.blocks) - 4
+    assert jax.tree.structure(nnx.state(grouped)) == jax.tree.structure(nnx.state(fast))
+    nnx.update(fast, nnx.state(grouped))
+    images = _images(6, (4, 64, 64, 3))
+    loss = lambda m, x: jnp.sum(m(x, train=True)[:, 0] * jnp.array([1.0, -1.0, 2.0, 0.5]))  # noqa: E731
+    grad = nnx.jit(nnx.value_and_grad(loss))
+    (a, ga), (b, gb) = grad(grouped, images), grad(fast, images)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    ga, gb = (dict(jax.tree_util.tree_leaves_with_path(nnx.state(g, nnx.Param))) for g in (ga, gb))
+    norm = lambda tree: float(jnp.sqrt(sum(jnp.sum(v**2) for v in tree.values())))  # noqa: E731
+    assert norm({k: ga[k] - gb[k] for k in ga}) < 1e-4 * norm(ga)
+    for path in (k for k in ga if "depthwise" in jax.tree_util.keystr(k) and "kernel" in jax.tree_util.keystr(k)):
+        assert float(jnp.linalg.norm(ga[path] - gb[path])) < 1e-4 * float(jnp.linalg.norm(ga[path])), path
+
+
 def _primitive_input_dtypes(jaxpr, names):
     """Input dtypes of every equation named in `names`, sub-jaxprs included."""
     found = []
@@ -321,9 +357,22 @@ def test_models_reject_bad_inputs_with_clear_errors():
         model(jnp.zeros((1, 32, 32, 1)), train=False)
     with pytest.raises(ValueError, match="divisible by 4"):
         model(jnp.zeros((1, 30, 32, 3)), train=False)
-    seg = _abstract("unet_resnet34")
-    with pytest.raises(ValueError, match="divisible by 32"):
-        _output_shape(seg, (1, 80, 80, 3))
+
+
+@pytest.mark.parametrize("name,multiple", [("unet_efficientnet_b4", 32), ("fpn_resnet34", 32),
+                                           ("deeplabv3plus_resnet34", 16), ("unet_xception_2head", 32)])
+def test_encoder_decoders_take_any_size_as_its_edge_padded_multiple(name, multiple):
+    """FF++'s 299 px crops: the model runs on the edge-padded image and crops its logits back."""
+    model = create_model(name, rngs=_rngs(0), **TINY[name])
+    images = _images(7, (1, 70, 45, 3))
+    padded = jnp.pad(images, ((0, 0), (0, -70 % multiple), (0, -45 % multiple), (0, 0)), mode="edge")
+    forward = nnx.jit(lambda m, x: m(x, train=False))
+    out, full = forward(model, images), forward(model, padded)
+    if model.task == "segmentation_classification":
+        np.testing.assert_allclose(out["frame"], full["frame"], rtol=1e-6)
+        out, full = out["mask"], full["mask"]
+    assert out.shape == (1, 70, 45, 1)
+    np.testing.assert_allclose(out, full[:, :70, :45], rtol=1e-5, atol=1e-6)
 
 
 def test_flops_per_image_scales_with_area():

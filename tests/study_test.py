@@ -61,7 +61,7 @@ def test_study_errors_name_the_cell_and_the_field(tiny_dataset):
         study_lib.parse_share("2")
     with pytest.raises(FileNotFoundError, match="paper, tiny"):
         study_lib.load_study("no_such_study")
-    assert len(study_lib.cell_configs(study_lib.load_study("paper"))) == 20
+    assert len(study_lib.cell_configs(study_lib.load_study("paper"))) == 23
 
 
 def test_study_command_line_help_and_usage(capsys):

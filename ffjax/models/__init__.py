@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ffjax.models.deeplab import DeepLabV3PlusResNet34
+from ffjax.models.efficientnet import EfficientNetB4, EfficientNetB4UNet
 from ffjax.models.encoder_unet import ResNet34UNet, XceptionUNet, XceptionUNetTwoHead
 from ffjax.models.fpn import FPNResNet34
 from ffjax.models.ops import STOCK, Ops
@@ -30,6 +31,8 @@ MODELS: dict[str, type[nnx.Module]] = {
     "fpn_resnet34": FPNResNet34,
     "deeplabv3plus_resnet34": DeepLabV3PlusResNet34,
     "unet_xception_2head": XceptionUNetTwoHead,
+    "efficientnet_b4": EfficientNetB4,
+    "unet_efficientnet_b4": EfficientNetB4UNet,
 }
 
 

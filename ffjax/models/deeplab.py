@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ffjax.models import layers
-from ffjax.models.layers import IMAGENET_MEAN, IMAGENET_STD, ConvBNReLU, SeparableConv, check_divisible, normalize_images, upsample_bilinear_aligned
+from ffjax.models.layers import IMAGENET_MEAN, IMAGENET_STD, ConvBNReLU, SeparableConv, normalize_images, pad_to_multiple, upsample_bilinear_aligned
 from ffjax.models.ops import STOCK, Ops
 from ffjax.models.resnet import RESNET34_BLOCKS, ResNetBackbone
 
@@ -103,15 +103,16 @@ class DeepLabV3PlusResNet34(nnx.Module):
         """Segments manipulated pixels.
 
         Args:
-          images: float RGB in [0, 1], [B, H, W, 3], H and W divisible by 16.
+          images: float RGB in [0, 1], [B, H, W, 3] (other sides than multiples of 16 are
+            padded to one and the logits cropped back: `layers.pad_to_multiple`).
           train: training mode for BatchNorm.
 
         Returns:
           float32 logits [B, H, W, 1].
         """
-        check_divisible(images, 16, type(self).__name__)
         x = normalize_images(images, self.input_mean, self.input_std, self.dtype)
-        features = self.encoder(x, train)
+        h, w = x.shape[1:3]
+        features = self.encoder(pad_to_multiple(x, 16), train)
         deep = upsample_bilinear_aligned(self.aspp_out(self.aspp(features[-1], train), train), 4)
         x = self.fuse(jnp.concatenate([deep, self.highres(features[1], train)], axis=-1), train)
-        return upsample_bilinear_aligned(self.head(x), 4).astype(jnp.float32)
+        return upsample_bilinear_aligned(self.head(x), 4)[:, :h, :w].astype(jnp.float32)

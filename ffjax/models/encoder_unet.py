@@ -21,8 +21,8 @@ from ffjax.models.layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ConvBNReLU,
-    check_divisible,
     normalize_images,
+    pad_to_multiple,
     upsample_nearest_2x,
 )
 from ffjax.models.ops import STOCK, Ops
@@ -173,16 +173,17 @@ class EncoderUNet(nnx.Module):
         """Segments manipulated pixels.
 
         Args:
-          images: float RGB in [0, 1], [B, H, W, 3], H and W divisible by 32.
+          images: float RGB in [0, 1], [B, H, W, 3] (other sides than multiples of 32 are
+            padded to one and the logits cropped back: `layers.pad_to_multiple`).
           train: training mode for BatchNorm.
 
         Returns:
           float32 logits [B, H, W, 1].
         """
-        check_divisible(images, 32, type(self).__name__)
         x = normalize_images(images, self.input_mean, self.input_std, self.dtype)
-        x = self.decoder(self.encoder(x, train), train)
-        return self.head(x).astype(jnp.float32)
+        h, w = x.shape[1:3]
+        x = self.decoder(self.encoder(pad_to_multiple(x, 32), train), train)
+        return self.head(x)[:, :h, :w].astype(jnp.float32)
 
 
 class XceptionUNet(EncoderUNet):
@@ -286,9 +287,9 @@ class XceptionUNetTwoHead(XceptionUNet):
 
     def __call__(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
         """{'mask': float32 [B, H, W, 1], 'frame': float32 [B, 1]} logits (see the class)."""
-        check_divisible(images, 32, type(self).__name__)
         x = normalize_images(images, self.input_mean, self.input_std, self.dtype)
-        features = self.encoder(x, train)
+        h, w = x.shape[1:3]
+        features = self.encoder(pad_to_multiple(x, 32), train)
         frame = self.frame_head(jnp.mean(features[-1], axis=(1, 2)))
-        mask = self.head(self.decoder(features, train))
+        mask = self.head(self.decoder(features, train))[:, :h, :w]
         return {"mask": mask.astype(jnp.float32), "frame": frame.astype(jnp.float32)}

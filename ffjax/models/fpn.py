@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ffjax.models import layers
-from ffjax.models.layers import IMAGENET_MEAN, IMAGENET_STD, check_divisible, normalize_images, upsample_bilinear_aligned, upsample_nearest_2x
+from ffjax.models.layers import IMAGENET_MEAN, IMAGENET_STD, normalize_images, pad_to_multiple, upsample_bilinear_aligned, upsample_nearest_2x
 from ffjax.models.ops import STOCK, Ops
 from ffjax.models.resnet import RESNET34_BLOCKS, ResNetBackbone
 
@@ -122,13 +122,14 @@ class FPNResNet34(nnx.Module):
         """Segments manipulated pixels.
 
         Args:
-          images: float RGB in [0, 1], [B, H, W, 3], H and W divisible by 32.
+          images: float RGB in [0, 1], [B, H, W, 3] (other sides than multiples of 32 are
+            padded to one and the logits cropped back: `layers.pad_to_multiple`).
           train: training mode for BatchNorm.
 
         Returns:
           float32 logits [B, H, W, 1].
         """
-        check_divisible(images, 32, type(self).__name__)
         x = normalize_images(images, self.input_mean, self.input_std, self.dtype)
-        x = self.decoder(self.encoder(x, train)[1:])
-        return upsample_bilinear_aligned(self.head(x), 4).astype(jnp.float32)
+        h, w = x.shape[1:3]
+        x = self.decoder(self.encoder(pad_to_multiple(x, 32), train)[1:])
+        return upsample_bilinear_aligned(self.head(x), 4)[:, :h, :w].astype(jnp.float32)

@@ -98,6 +98,18 @@ def upsample_bilinear_aligned(x: jax.Array, factor: int) -> jax.Array:
     return jnp.einsum("jw,biwc->bijc", weights(x.shape[2]), x)
 
 
+def pad_to_multiple(x: jax.Array, factor: int) -> jax.Array:
+    """Repeats the last row and column of [B, H, W, C] until H and W divide by `factor`.
+
+    The encoder-decoder models halve their input five times (four for DeepLabV3+) and line
+    the skips up again; FF++'s Xception crops are 299 px. They pad so, run, and crop their
+    logits back to H x W (smp refuses such sizes instead)."""
+    pad_h, pad_w = -x.shape[1] % factor, -x.shape[2] % factor
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return x
+
+
 def check_divisible(images: jax.Array, factor: int, model_name: str) -> None:
     """Raises a clear error when H or W cannot be halved `log2(factor)` times exactly."""
     h, w = images.shape[1:3]

@@ -10,20 +10,22 @@ scored on the official test split. The classifiers train on the same frames with
 label only; a segmentation model's frame score is the mean of its top-k pixel probabilities.
 """
 
-SEGMENTATION = ("unet_xception", "unet_resnet34", "fpn_resnet34", "deeplabv3plus_resnet34", "unet")
+SEGMENTATION = ("unet_xception", "unet_resnet34", "unet_efficientnet_b4", "fpn_resnet34", "deeplabv3plus_resnet34", "unet")
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
 
 def get_config():
     cells = [{"name": m, "model": m} for m in SEGMENTATION]
     cells += [{"name": "xception_cls", "config": "xception_cls"},
-              {"name": "resnet34_cls", "model": "resnet34"}]
+              {"name": "resnet34_cls", "model": "resnet34"},
+              {"name": "efficientnet_b4_cls", "model": "efficientnet_b4"}]
     # One encoder, two heads: the frame decision read from the frame head or from the mask.
     cells += [{"name": "unet_xception_2head", "model": "unet_xception_2head"},
               {"name": "unet_xception_2head_mask_score", "model": "unet_xception_2head", "frame_score_from": "mask"}]
     # Ablations on the paper's model.
     cells += [{"name": "unet_xception_bce_only", "loss.dice_weight": 0.0}]
     cells += [{"name": f"unet_xception_top{k}", "frame_score_topk": k} for k in (0.001, 0.1, 1.0)]  # 1.0: the mean
+    cells += [{"name": "unet_xception_max", "frame_score_topk": 1e-9}]  # k is at least one pixel: the max
     cells += [{"name": f"unet_xception_{size}px", "dataset.config_name": f"c23_size{size}"} for size in (128, 299)]
     cells += [{"name": "unet_xception_derived_masks", "dataset.config_name": "c23_masks-derived"}]
     # Cross-manipulation: train on one method's fakes (and every original), test on each.
