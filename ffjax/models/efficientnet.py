@@ -15,8 +15,8 @@ head 1792 channels) that differ in three details, each an argument here:
 Each MBConv block: 1x1 expansion (not in the first stage) - depthwise kxk - squeeze and
 excitation (reduced to a quarter of the block's input channels) - 1x1 projection, SiLU
 after the first two, a residual where shape allows. The stride-1 depthwise convolutions take
-`ops.depthwise` (the CPU fast path Xception's take); the four stride-2 ones the grouped
-convolution. Both references drop whole residual branches at random while training
+`ops.depthwise` (the CPU fast path Xception's take), and so do the four stride-2 ones (every
+other output of the stride-1 form; `MBConv._depthwise`). Both references drop whole residual branches at random while training
 (stochastic depth; smp's rate 0.2) and timm drops the pooled features; these models carry no
 random state, so the step stays a pure function of batch and parameters, and neither is done.
 """
@@ -99,18 +99,38 @@ class MBConv(nnx.Module):
         self.se_expand = nnx.Linear(squeezed, mid, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.project = ConvBNAct(mid, out_features, act=False, **bn, **kw)
         self.residual = stride == 1 and in_features == out_features
-        # The fast form computes symmetric k // 2 'same' padding at stride 1 only.
-        fast = stride == 1 and padding == (kernel_size // 2, kernel_size // 2)
-        self.depthwise_fn = ops.depthwise if fast else None
+        # The fast form computes the stride-1 'same' convolution (k // 2 on each side); a stride-2
+        # one is every other output of it, from offset k // 2 - pad_before (see _depthwise).
+        fast = padding == (kernel_size // 2,) * 2 if stride == 1 else padding[0] <= kernel_size // 2
+        self.depthwise_fn = ops.depthwise if fast and stride in (1, 2) else None
+        self.stride, self.padding, self.kernel_size = stride, padding, kernel_size
         self.dtype = dtype
+
+    def _depthwise(self, y: jax.Array) -> jax.Array:
+        """The depthwise convolution: the operation set's form where it applies, else grouped.
+
+        At stride 2, output i reads input rows 2i - pad_before + t (t < k); the stride-1 'same'
+        output at row j reads j - k // 2 + t, so it is that output at rows offset + 2i. Computing
+        all rows and keeping every other one costs 4x the multiply-adds and still ran 10-35x
+        faster on XLA:CPU than the grouped strided convolution, forward and backward
+        (8 x 128 x 128 x 144, 3x3: 196 vs 2,072 ms; docs/performance.md).
+        """
+        h, w = y.shape[1:3]
+        k, (before, after) = self.kernel_size, self.padding
+        out_h, out_w = ((n + before + after - k) // self.stride + 1 for n in (h, w))
+        offset = k // 2 - before
+        # The rows kept must exist in the stride-1 output (an odd side with (0, 1) padding).
+        if self.depthwise_fn is None or any(offset + self.stride * (o - 1) > n - 1 for o, n in ((out_h, h), (out_w, w))):
+            return self.depthwise.conv(y)
+        y, kernel = nnx_dtypes.promote_dtype((y, self.depthwise.conv.kernel[...]), dtype=self.dtype)
+        y = self.depthwise_fn(y, kernel)
+        if self.stride == 1:
+            return y
+        return y[:, offset::2, offset::2][:, :out_h, :out_w]
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         y = x if self.expand is None else self.expand(x, train)
-        if self.depthwise_fn is None:
-            y = self.depthwise.conv(y)
-        else:
-            y, kernel = nnx_dtypes.promote_dtype((y, self.depthwise.conv.kernel[...]), dtype=self.dtype)
-            y = self.depthwise_fn(y, kernel)
+        y = self._depthwise(y)
         y = nnx.silu(self.depthwise.bn(y, use_running_average=not train))
         gate = self.se_expand(nnx.silu(self.se_reduce(jnp.mean(y, axis=(1, 2)))))
         y = y * nnx.sigmoid(gate)[:, None, None, :]
