@@ -12,7 +12,9 @@ without PyTorch), in the layout of one of
 - timm `resnet34` / `efficientnet_b4` (into the classifiers `resnet34` / `efficientnet_b4`),
 - Luke Melas-Kyriazi's `efficientnet-b4` (what smp loads; into the encoder of `unet_efficientnet_b4`),
 - a whole smp `Unet('xception')`, `Unet('resnet34')` or `Unet('efficientnet-b4')` (into
-  `unet_xception` / `unet_resnet34` / `unet_efficientnet_b4`),
+  `unet_xception` / `unet_resnet34` / `unet_efficientnet_b4`), `FPN('resnet34')` or
+  `DeepLabV3Plus('resnet34')` (into `fpn_resnet34` / `deeplabv3plus_resnet34`; a ResNet-34
+  file fills their encoder),
 - or an `.npz` this command wrote (ffjax's own parameter paths).
 
 Convolution kernels go from [O, I, kh, kw] to [kh, kw, I, O], linear weights are transposed,
@@ -238,6 +240,64 @@ def _unet_decoder_keys(keys: list[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+# smp decoders as (torch module pattern, ffjax module template, kind of module): conv (weight,
+# bias), bn (BatchNorm) or gn (GroupNorm).
+_SMP_DECODERS = {
+    "fpn_resnet34": [
+        (r"decoder\.p5", "decoder.lateral.0", "conv"),
+        (r"decoder\.p4\.skip_conv", "decoder.lateral.1", "conv"),
+        (r"decoder\.p3\.skip_conv", "decoder.lateral.2", "conv"),
+        (r"decoder\.p2\.skip_conv", "decoder.lateral.3", "conv"),
+        (r"decoder\.seg_blocks\.(\d+)\.block\.(\d+)\.block\.0", r"decoder.blocks.\1.\2.conv", "conv"),
+        (r"decoder\.seg_blocks\.(\d+)\.block\.(\d+)\.block\.1", r"decoder.blocks.\1.\2.norm", "gn"),
+        (r"segmentation_head\.0", "head", "conv"),
+    ],
+    "deeplabv3plus_resnet34": [
+        (r"decoder\.aspp\.0\.convs\.0\.0", "aspp.branch_1x1.conv", "conv"),
+        (r"decoder\.aspp\.0\.convs\.0\.1", "aspp.branch_1x1.bn", "bn"),
+        (r"decoder\.aspp\.0\.convs\.([123])\.0\.0", "aspp.branches.{0}.conv.depthwise", "conv"),
+        (r"decoder\.aspp\.0\.convs\.([123])\.0\.1", "aspp.branches.{0}.conv.pointwise", "conv"),
+        (r"decoder\.aspp\.0\.convs\.([123])\.1", "aspp.branches.{0}.bn", "bn"),
+        (r"decoder\.aspp\.0\.convs\.4\.1", "aspp.pooling.conv", "conv"),
+        (r"decoder\.aspp\.0\.convs\.4\.2", "aspp.pooling.bn", "bn"),
+        (r"decoder\.aspp\.0\.project\.0", "aspp.project.conv", "conv"),
+        (r"decoder\.aspp\.0\.project\.1", "aspp.project.bn", "bn"),
+        (r"decoder\.aspp\.1\.0", "aspp_out.conv.depthwise", "conv"),
+        (r"decoder\.aspp\.1\.1", "aspp_out.conv.pointwise", "conv"),
+        (r"decoder\.aspp\.2", "aspp_out.bn", "bn"),
+        (r"decoder\.block1\.0", "highres.conv", "conv"),
+        (r"decoder\.block1\.1", "highres.bn", "bn"),
+        (r"decoder\.block2\.0\.0", "fuse.conv.depthwise", "conv"),
+        (r"decoder\.block2\.0\.1", "fuse.conv.pointwise", "conv"),
+        (r"decoder\.block2\.1", "fuse.bn", "bn"),
+        (r"segmentation_head\.0", "head", "conv"),
+    ],
+}
+
+
+def _smp_decoder_keys(model: str, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """torch key -> (ffjax path, kind) for the decoder and head of an smp FPN or DeepLabV3+."""
+    out: dict[str, tuple[str, str]] = {}
+    for key in keys:
+        head, _, leaf = key.rpartition(".")
+        for pattern, template, module in _SMP_DECODERS[model]:
+            m = re.fullmatch(pattern, head)
+            if not m:
+                continue
+            if "{0}" in template:  # ASPP's separable branches 1-3 are ffjax's branches 0-2
+                path = template.format(int(m.group(1)) - 1)
+            else:
+                path = m.expand(template)
+            if module == "conv":
+                out[key] = (f"{path}.{'kernel' if leaf == 'weight' else 'bias'}", "conv" if leaf == "weight" else "bias")
+            elif module == "gn":
+                out[key] = (f"{path}.{'scale' if leaf == 'weight' else leaf}", "bn")
+            else:
+                out[key] = (f"{path}.{_bn(leaf)}", "bn")
+            break
+    return out
+
+
 def _plan(model: str, keys: list[str]) -> tuple[str, dict[str, tuple[str, str]], set[str]]:
     """(what the file is, torch key -> (ffjax path, kind), torch keys to leave out)."""
     smp_unet = any(k.startswith("decoder.blocks.") for k in keys)
@@ -257,6 +317,12 @@ def _plan(model: str, keys: list[str]) -> tuple[str, dict[str, tuple[str, str]],
     if model == "unet_resnet34":
         if smp_unet:
             return "smp Unet('resnet34')", {**_resnet_keys(keys, "encoder.", "encoder."), **_unet_decoder_keys(keys)}, set()
+        return "torchvision/timm resnet34 (encoder only)", _resnet_keys(keys, "", "encoder."), head
+    if model in _SMP_DECODERS:
+        name = "FPN" if model.startswith("fpn") else "DeepLabV3Plus"
+        if any(k.startswith("decoder.") for k in keys):
+            return (f"smp {name}('resnet34')",
+                    {**_resnet_keys(keys, "encoder.", "encoder."), **_smp_decoder_keys(model, keys)}, set())
         return "torchvision/timm resnet34 (encoder only)", _resnet_keys(keys, "", "encoder."), head
     if model == "resnet34":
         if smp_unet or any(k.startswith("encoder.") for k in keys):
@@ -278,7 +344,8 @@ def _plan(model: str, keys: list[str]) -> tuple[str, dict[str, tuple[str, str]],
             raise ValueError("this is a timm efficientnet_b4 file; smp's U-Net encoder is Luke Melas-Kyriazi's "
                              "EfficientNet (TensorFlow padding, BatchNorm epsilon 1e-3): use its efficientnet-b4 file.")
         return "EfficientNet-B4, Luke Melas-Kyriazi's (encoder only)", _lukemelas_efficientnet_keys(keys, "", "encoder."), head
-    supported = "xception, resnet34, efficientnet_b4, unet_xception, unet_resnet34, unet_efficientnet_b4"
+    supported = ("xception, resnet34, efficientnet_b4, unet_xception, unet_resnet34, unet_efficientnet_b4, "
+                 "fpn_resnet34, deeplabv3plus_resnet34")
     raise ValueError(f"converting PyTorch weights is supported for {supported}, not {model!r}.")
 
 

@@ -161,6 +161,24 @@ def test_classifiers_equal_timm(tmp_path, model, timm_name, seed):
     assert_equal_outputs(got, want)
 
 
+@pytest.mark.parametrize("model,smp_class,seed", [("fpn_resnet34", "FPN", 7), ("deeplabv3plus_resnet34", "DeepLabV3Plus", 8)])
+def test_fpn_and_deeplab_equal_smp(tmp_path, model, smp_class, seed):
+    """Evaluation mode: smp's training-time dropout (not in ffjax's models) is off there too."""
+    reference = _randomise_batchnorm(getattr(smp, smp_class)("resnet34", encoder_weights=None, classes=1), seed)
+    with torch.no_grad():  # GroupNorm's affine terms away from 1 and 0 as well
+        for m in reference.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.add_(0.1 * torch.randn_like(m.weight))
+                m.bias.add_(0.1 * torch.randn_like(m.bias))
+    path = tmp_path / f"{model}.pth"
+    torch.save(reference.state_dict(), path)
+    images = _images(64, seed=seed)
+    got, conversion = _ffjax_outputs(_model_config(model), path, images)
+    want = _torch_outputs(reference, images, IMAGENET).transpose(0, 2, 3, 1)
+    assert conversion.source == f"smp {smp_class}('resnet34')" and not conversion.not_loaded
+    assert_equal_outputs(got, want)
+
+
 def test_unet_efficientnet_b4_equals_smp_unet_and_takes_an_imagenet_encoder(tmp_path):
     """smp's EfficientNet encoder pads as TensorFlow for a 380 px input and uses BatchNorm
     epsilon 1e-3: at 64 px (not 380) the paddings must still be the reference's."""
