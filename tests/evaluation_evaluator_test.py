@@ -260,3 +260,98 @@ def test_two_processes_give_the_same_sums(seg_run, tmp_path):
         assert int(got["num_videos"]) == expected.protocol["num_videos"]
         for key in ("frame", "hist", "pixel"):
             np.testing.assert_array_equal(got[key], expected.sums[key])
+
+
+def _walk(value, path="report"):
+    """Every (path, leaf) of a nested JSON-like value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _cross_dataset(n=40, seed=2):
+    """A Celeb-DF-shaped stream: originals and one fake method, all 'as_released', all-zero
+    masks, mask_source 'unavailable' for fakes and 'none' for reals (what the builders write)."""
+    from ffjax.data import ffpp
+
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, n).astype(np.int32)
+    image = rng.integers(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
+    image[label == 1, :, :, 0] //= 2
+    return dict(
+        image=image,
+        mask=np.zeros((n, SIZE, SIZE), np.uint8),
+        label=label,
+        valid=np.ones(n, bool),
+        method_id=np.where(label == 1, ffpp.METHOD_NAMES.index("Celeb-synthesis"), 0).astype(np.int32),
+        compression_id=np.full(n, ffpp.COMPRESSION_NAMES.index(ffpp.AS_RELEASED), np.int32),
+        video_id=np.array([f"id{i % 5}_{label[i]}" for i in range(n)]),
+        mask_source=np.where(label == 1, "unavailable", "none"),
+    )
+
+
+def _meta_batches(data, drop=()):
+    meta_keys = ("video_id", "mask_source")
+    for start in range(0, len(data["label"]), BATCH):
+        rows = {k: v[start : start + BATCH] for k, v in data.items()}
+        yield ({k: v for k, v in rows.items() if k not in meta_keys + tuple(drop)},
+               {k: rows[k] for k in meta_keys})
+
+
+def test_cross_dataset_without_pixel_metrics(tmp_path):
+    """No masks: frame and video metrics only, no pixel key, no NaN, no n/a, the protocol says
+    cross-dataset, and the mask never reaches the device."""
+    import json
+    import re
+
+    from ffjax.evaluation import write_report
+
+    model = TinySeg(nnx.Rngs(0))
+    task = TASKS["segmentation"]
+    graphdef, state = nnx.split(model)
+    evaluator = Evaluator(lambda s, x: task.forward(nnx.merge(graphdef, s), x, train=False), _mesh(8), task=task)
+    data = _cross_dataset()
+    with pytest.raises(ValueError, match="mask_source 'unavailable'.*pixel_metrics=False"):
+        evaluator.evaluate(state, _meta_batches(data))
+    result = evaluator.evaluate(state, _meta_batches(data), pixel_metrics=False, evaluation="cross-dataset",
+                                protocol={"frames_per_video": 8, "crop_scale": 1.3, "checkpoint_step": 5})
+    compiled = evaluator.num_compiled
+    without_mask = evaluator.evaluate(state, _meta_batches(data, drop=("mask",)), pixel_metrics=False)
+    assert evaluator.num_compiled == compiled  # the same device batch: the mask was never put there
+    assert without_mask.metrics == result.metrics
+    assert set(result.sums) == {"frame", "hist"}
+    with pytest.raises(ValueError, match="evaluation='domain'"):
+        evaluator.evaluate(state, _meta_batches(data), pixel_metrics=False, evaluation="domain")
+
+    # The frame score is still the segmentation model's (top-k pixel probabilities).
+    scores, _ = _reference(model, data)
+    row = result.metrics["all"]["all"]
+    assert set(row) == {"frame", "video"}
+    assert row["frame"]["auc"] == pytest.approx(skm.roc_auc_score(data["label"], scores), abs=1e-12)
+    assert row["frame"]["ap"] == pytest.approx(skm.average_precision_score(data["label"], scores), abs=1e-12)
+    assert row["video"]["eer"] is not None and row["video"]["ap"] is not None
+    # One fake method: no originals-only row (its AUC is undefined), every metric defined.
+    assert set(result.metrics) == {"all", "as_released"}
+    assert all(set(rows) == {"all", "Celeb-synthesis"} for rows in result.metrics.values())
+    assert result.protocol["evaluation"] == "cross-dataset" and result.protocol["pixel_metrics"] is False
+    assert "mask_sources" not in result.protocol and "pixel_auc" not in result.protocol
+    assert without_mask.protocol["evaluation"] == "in-domain"  # the default
+
+    json_path, md_path = write_report(result, tmp_path, "test")
+    saved = json.loads(json_path.read_text())
+    leaves = list(_walk(saved))
+    assert not [p for p, _ in leaves if "pixel" in p.split(".")[-1] and p != "report.protocol.pixel_metrics"]
+    assert not [p for p, v in leaves if isinstance(v, float) and not math.isfinite(v)]
+    assert not [p for p, v in _walk(saved["metrics"]) if v is None]
+    assert not any(".pixel." in p for p, _ in leaves)
+    text = md_path.read_text()
+    assert not re.search(r"\bnan\b|n/a", text, re.IGNORECASE)
+    assert "IoU" not in text and "Pix" not in text
+    assert "| Video AUC | Video EER | Video AP |" in text
+    assert "# Evaluation: test (cross-dataset)" in text and "| evaluation | cross-dataset |" in text
+    assert "No pixel metrics" in text

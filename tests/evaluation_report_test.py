@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from ffjax.evaluation import metrics
-from ffjax.evaluation.report import EvalResult, summarize, write_report
+from ffjax.evaluation.report import EvalResult, side_by_side, summarize, write_report, write_side_by_side
 
 NAMES, COMPS = ("original", "Deepfakes", "Face2Face"), ("raw", "c23")
 BINS = 1000
@@ -115,11 +115,14 @@ def test_report_files_console_and_scalars(table, tmp_path, capsys):
     text = md_path.read_text()
     assert "| all | Deepfakes |" in text and "| frames_per_video | 8 |" in text
     assert "| c23 | Face2Face |" in text and "Acc@cal" not in text
+    assert "| Video AUC | Video EER | Video AP | IoU |" in text
     assert text in capsys.readouterr().out
     scalars = result.scalars()
     assert scalars["frame/auc"] == out["all"]["all"]["frame"]["auc"]
     assert scalars["c23/Deepfakes/pixel/iou_fake"] == out["c23"]["Deepfakes"]["pixel"]["iou_fake"]
     assert "original/frame/auc" not in " ".join(scalars)  # None values are dropped
+    with pytest.raises(ValueError, match="must be one of"):
+        write_report(result, tmp_path, "test", {**protocol, "evaluation": "out-of-domain"})
 
 
 def test_frame_metrics_are_exact_on_saturated_scores():
@@ -174,3 +177,57 @@ def test_a_checkpoint_is_not_scored_on_crops_of_another_size():
         runner._check_crops_match({"image_size": 32, "crop_scale": 1.3}, split, "/runs/x")
     runner._check_crops_match({"image_size": 64, "crop_scale": 1.3}, split, "/runs/x")  # the same: fine
     runner._check_crops_match({}, split, "/runs/x")  # an old checkpoint that recorded nothing
+
+
+_SPEED = {"frames": 400, "seconds": 2.0, "compile_seconds": 1.0, "input_wait_seconds": 0.1, "frames_per_second": 400.0}
+
+
+def _no_pixels(f):
+    """Counts of a dataset without masks: as the evaluator makes them with pixel_metrics=False."""
+    return {k: v for k, v in _numpy_sums(f).items() if k in ("frame", "hist")}
+
+
+def test_without_pixel_counts_the_originals_row_is_left_out():
+    f = _frames(n=200, seed=8)
+    out = summarize(_no_pixels(f), _videos(f), method_names=NAMES, compression_names=COMPS,
+                    threshold=0.5, num_bins=BINS)
+    for rows in out.values():
+        assert "original" not in rows and {"all", "Deepfakes"} <= set(rows)
+        for blocks in rows.values():
+            assert set(blocks) == {"frame", "video"}
+            assert None not in [blocks[b][k] for b in ("frame", "video") for k in ("auc", "eer", "ap")]
+
+
+def test_side_by_side_in_domain_and_cross_dataset(table, tmp_path):
+    _, with_pixels = table
+    f = _frames(n=200, seed=9)
+    f["method"] = np.where(f["label"] == 1, 1, 0)  # one fake method plus originals
+    without = summarize(_no_pixels(f), _videos(f), method_names=NAMES, compression_names=COMPS,
+                        threshold=0.5, num_bins=BINS)
+    reports = {
+        "FF++ c23 test (in-domain)": EvalResult(with_pixels, {"evaluation": "in-domain"}, _SPEED).to_dict(),
+        "Celeb-DF v2 test (cross-dataset)": EvalResult(without, {"evaluation": "cross-dataset"}, _SPEED).to_dict(),
+    }
+    text = side_by_side(reports)
+    lines = text.splitlines()
+    assert lines[0] == ("| Dataset | Acc | AUC | AP | EER | Video AUC | Video AP | Video EER | IoU "
+                        "| Frames real/fake | Videos real/fake |")
+    assert "nan" not in text.lower() and "n/a" not in text
+    ff, cd = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    assert ff[0] == "FF++ c23 test (in-domain)" and cd[0] == "Celeb-DF v2 test (cross-dataset)"
+    assert ff[2] == f"{100 * with_pixels['all']['all']['frame']['auc']:.2f}"
+    assert ff[8] == f"{100 * with_pixels['all']['all']['pixel']['iou_fake']:.2f}" and cd[8] == ""  # blank IoU
+    assert cd[7] == f"{100 * without['all']['all']['video']['eer']:.2f}"
+    frame = without["all"]["all"]["frame"]
+    assert cd[9] == f"{frame['num_real']}/{frame['num_fake']}" == f"{(f['label'] == 0).sum()}/{f['label'].sum()}"
+    assert "Acc@cal" not in text  # shown only when a report has a calibrated accuracy
+
+    json_path, md_path = write_side_by_side(tmp_path / "compare" / "test", reports)
+    assert md_path.name == "test.md" and md_path.read_text() == text
+    saved = json.loads(json_path.read_text())  # allow_nan=False on write: standard JSON
+    assert list(saved) == list(reports)
+    assert "pixel" not in saved["Celeb-DF v2 test (cross-dataset)"]
+    assert saved["Celeb-DF v2 test (cross-dataset)"]["protocol"] == {"evaluation": "cross-dataset"}
+    assert saved["FF++ c23 test (in-domain)"]["pixel"]["iou_fake"] == with_pixels["all"]["all"]["pixel"]["iou_fake"]
+    with pytest.raises(ValueError, match="no metrics"):
+        side_by_side({"broken": {"protocol": {}}})

@@ -7,6 +7,10 @@ and hosts. Per-frame scores (and per-image pixel counts) come back too, sharded 
 batch: the host keeps them (a few numbers per frame) for exact frame ranking metrics, per-image
 IoU/F1 and the per-video aggregation. The loop dispatches step i+1 before pulling step i's results, so the host's bookkeeping
 and the next batch's input overlap with device compute.
+
+Datasets without pixel masks (the cross-dataset test sets) are evaluated with
+``pixel_metrics=False``: the mask stays on the host and the step counts no pixels, so the
+report holds frame and video metrics only.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ffjax import sharding, tasks
 from ffjax.evaluation import metrics
-from ffjax.evaluation.report import EvalResult, summarize
+from ffjax.evaluation.report import EVALUATIONS, EvalResult, summarize
 from ffjax.platform import selection
 
 _DEVICE_KEYS = ("image", "label", "valid", "method_id", "compression_id")
 _HOST_KEYS = ("label", "valid", "method_id", "compression_id")
+# The mask_source of a fake whose dataset ships no masks (the builders' process.MASK_UNAVAILABLE;
+# evaluation does not import the builders): its all-zero mask is not a pixel label.
+MASK_UNAVAILABLE = "unavailable"
 
 
 class Evaluator:
@@ -45,7 +52,7 @@ class Evaluator:
         threshold: float = 0.5,
         num_bins: int = 1000,
         method_names=metrics.METHOD_NAMES,
-        compression_names=metrics.COMPRESSIONS,
+        compression_names=metrics.COMPRESSION_NAMES,
         video_aggregation: str = "mean",
     ):
         """Builds the evaluator; nothing compiles until the first batch.
@@ -59,7 +66,7 @@ class Evaluator:
           num_bins: bins of the frame-score histogram kept in the sums (the reported
             frame metrics are exact: they use every frame's score).
           method_names: ``ffjax.data.ffpp.METHOD_NAMES`` ('original' first).
-          compression_names: ``ffjax.data.ffpp.COMPRESSIONS``.
+          compression_names: ``ffjax.data.ffpp.COMPRESSION_NAMES``.
           video_aggregation: ``mean`` or ``max`` of frame scores per video.
         """
         if not isinstance(task, tasks.Task):
@@ -79,7 +86,6 @@ class Evaluator:
         self.video_aggregation = video_aggregation
         self._data = NamedSharding(mesh, P("data"))
         self._replicated = NamedSharding(mesh, P())
-        self._keys = _DEVICE_KEYS + (("mask",) if task.uses_masks else ())
         self._jitted = jax.jit(
             self._step,
             in_shardings=(self._replicated, self._data),
@@ -97,7 +103,9 @@ class Evaluator:
         logits = self.predict_fn(state, batch["image"])
         scores = self.task.frame_score(logits).astype(jnp.float32)
         pixel = {}
-        if self.task.uses_masks:
+        # The batch carries a mask only when pixel metrics are on (`_keys`); the structure of
+        # the batch is part of the compile key, so both kinds of split share one evaluator.
+        if self.task.uses_masks and "mask" in batch:
             probs = self.task.pixel_probs(logits)
             if probs.shape != batch["mask"].shape:
                 raise ValueError(
@@ -123,16 +131,20 @@ class Evaluator:
         )
         return sums, rows
 
-    def _put(self, batch: Mapping[str, Any], pad_to: int | None):
+    def _keys(self, pixel_metrics: bool) -> tuple[str, ...]:
+        """The batch keys put on the device: the mask only when pixels are scored."""
+        return _DEVICE_KEYS + (("mask",) if pixel_metrics and self.task.uses_masks else ())
+
+    def _put(self, batch: Mapping[str, Any], pad_to: int | None, keys: tuple[str, ...]):
         """Device batch (global, sharded on ``data``) and this host's id/validity columns."""
-        missing = [k for k in self._keys if k not in batch]
+        missing = [k for k in keys if k not in batch]
         if missing:
             raise ValueError(f"Evaluation batch lacks {missing}; it has {sorted(batch)}.")
-        lengths = {k: len(batch[k]) for k in self._keys}
+        lengths = {k: len(batch[k]) for k in keys}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"Evaluation batch arrays disagree on the number of rows: {lengths}.")
         device, host = {}, {}
-        for key in self._keys:
+        for key in keys:
             value = batch[key]
             if isinstance(value, jax.Array):
                 if not value.sharding.is_equivalent_to(self._data, value.ndim):
@@ -188,6 +200,8 @@ class Evaluator:
         *,
         calibrated_threshold: float | None = None,
         protocol: Mapping[str, Any] | None = None,
+        pixel_metrics: bool = True,
+        evaluation: str = "in-domain",
     ) -> EvalResult:
         """Runs the model over every batch once and computes all metrics.
 
@@ -201,10 +215,23 @@ class Evaluator:
           calibrated_threshold: threshold chosen on validation; adds ``accuracy_calibrated``.
           protocol: caller-known protocol fields (split, frames_per_video, crop_scale,
             checkpoint_step, ...) stored with the result.
+          pixel_metrics: score pixels against the batch's ``mask``. False for datasets
+            without pixel masks (Celeb-DF, DFDC: the builder's manifest says
+            ``pixel_masks: false``): the mask is neither required nor put on the device, and
+            the result has frame and video metrics only. A segmentation model's frame score
+            still comes from its mask prediction. With True, a fake whose ``meta
+            ['mask_source']`` is ``unavailable`` is an error.
+          evaluation: ``in-domain`` (the test split of the training dataset) or
+            ``cross-dataset`` (a dataset never trained on); stored as ``protocol
+            ['evaluation']`` (a ``protocol['evaluation']`` given in ``protocol`` wins).
 
         Returns:
           The EvalResult. Raises ValueError if no valid frame was seen.
         """
+        if evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation={evaluation!r} must be one of {EVALUATIONS}.")
+        pixel_metrics = bool(pixel_metrics) and self.task.uses_masks
+        keys = self._keys(pixel_metrics)
         state = jax.device_put(state, self._replicated)
         totals: dict[str, np.ndarray] = {}
         videos = metrics.VideoScores()
@@ -224,7 +251,7 @@ class Evaluator:
                 batch, meta = item
                 if "video_id" not in meta:
                     raise ValueError(f"Evaluation metadata lacks 'video_id'; it has {sorted(meta)}.")
-                device, host = self._put(batch, pad_to)
+                device, host = self._put(batch, pad_to, keys)
                 pad_to = pad_to or len(host["valid"])
                 image_size = tuple(device["image"].shape[1:3])
                 tick = time.perf_counter()
@@ -232,7 +259,7 @@ class Evaluator:
                 compile_s += time.perf_counter() - tick
                 outputs = step(state, device)  # dispatched; runs while the previous batch is read back
             if pending is not None:
-                self._absorb(totals, videos, frame_scores, mask_sources, *pending)
+                self._absorb(totals, videos, frame_scores, mask_sources, pixel_metrics, *pending)
             if item is None:
                 break
             pending = (outputs, host, meta)
@@ -260,21 +287,28 @@ class Evaluator:
             frames=frame_scores,
         )
         full_protocol = {
+            "evaluation": evaluation,
             "task": self.task.name,
             "threshold": self.threshold,
             "calibrated_threshold": calibrated_threshold,
             "video_aggregation": self.video_aggregation,
             "frame_score": self.task.frame_score_rule,
             "frame_metrics": "exact: AUC, EER, AP and thresholds over every frame's score",
-            "pixel_auc": f"from a {metrics.PIXEL_AUC_BINS}-bin histogram of pixel probabilities",
+            "pixel_metrics": pixel_metrics,
+        }
+        if pixel_metrics:
+            full_protocol["pixel_auc"] = f"from a {metrics.PIXEL_AUC_BINS}-bin histogram of pixel probabilities"
             # Which masks each method's fake frames were scored against (shipped or derived).
-            "mask_sources": {k: mask_sources[k] for k in sorted(mask_sources)},
+            full_protocol["mask_sources"] = {k: mask_sources[k] for k in sorted(mask_sources)}
+        full_protocol.update({
             "image_size": list(image_size),
             "num_frames": frames,
             "num_videos": len(videos),
             "devices": int(self.mesh.devices.size),
             **dict(protocol or {}),
-        }
+        })
+        if full_protocol["evaluation"] not in EVALUATIONS:
+            raise ValueError(f"protocol['evaluation']={full_protocol['evaluation']!r} must be one of {EVALUATIONS}.")
         run_s = max(seconds - compile_s, 1e-9)
         throughput = {
             "frames": frames,
@@ -285,7 +319,7 @@ class Evaluator:
         }
         return EvalResult(result_metrics, full_protocol, throughput, totals)
 
-    def _absorb(self, totals, videos, frame_scores, mask_sources, outputs, host, meta) -> None:
+    def _absorb(self, totals, videos, frame_scores, mask_sources, pixel_metrics, outputs, host, meta) -> None:
         sums, rows = outputs
         for key, value in metrics.as_host_sums(sums).items():
             totals[key] = totals[key] + value if key in totals else value
@@ -303,10 +337,17 @@ class Evaluator:
         video_ids += [""] * (len(valid) - len(video_ids))
         videos.add(video_ids, host["method_id"], host["compression_id"], host["label"], scores, valid)
         frame_scores.add(host["method_id"], host["compression_id"], host["label"], scores, valid, pixel_counts)
-        if "mask_source" in meta:
+        if "mask_source" in meta and pixel_metrics:
             for i in np.flatnonzero(valid & (host["label"] == 1)):
                 method = self.method_names[int(host["method_id"][i])]
                 source = str(meta["mask_source"][i])
+                if source == MASK_UNAVAILABLE:
+                    # Its all-zero mask would score every predicted pixel a false positive.
+                    raise ValueError(
+                        f"A {method} fake (video {meta['video_id'][i]!r}) has mask_source "
+                        f"{MASK_UNAVAILABLE!r}: its dataset ships no pixel masks; evaluate it with "
+                        "pixel_metrics=False."
+                    )
                 mask_sources.setdefault(method, {}).setdefault(source, 0)
                 mask_sources[method][source] += 1
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # The evaluator's default breakdown is FF++'s: method_id and compression_id index these.
-from ffjax.data.ffpp import COMPRESSIONS, METHOD_NAMES  # noqa: F401 (the evaluator's defaults)
+from ffjax.data.ffpp import COMPRESSION_NAMES, METHOD_NAMES  # noqa: F401 (the evaluator's defaults)
 
 # Pixel-level AUC comes from a histogram of pixel probabilities with this many equal-width
 # bins (pixels are far too many to keep; ties inside a bin count half, as for any histogram).
@@ -420,7 +420,7 @@ def check_names(method_names: Sequence[str], compression_names: Sequence[str]) -
             "ffjax.data.ffpp.METHOD_NAMES."
         )
     if not compression_names:
-        raise ValueError("compression_names is empty: pass ffjax.data.ffpp.COMPRESSIONS.")
+        raise ValueError("compression_names is empty: pass ffjax.data.ffpp.COMPRESSION_NAMES.")
 
 
 def as_host_sums(device_sums: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:

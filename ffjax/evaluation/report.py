@@ -2,7 +2,8 @@
 
 The breakdown follows the FF++ benchmark: every metric overall, per manipulation method
 (each method's fakes against ALL originals) and per compression level. The protocol that
-produced the numbers travels with them into every output.
+produced the numbers travels with them into every output. `side_by_side` puts the overall
+rows of several reports (in-domain and cross-dataset test sets) in one table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ffjax.evaluation import metrics
 
 # What write_report insists the caller states, beside what the evaluator knows itself.
 REQUIRED_PROTOCOL_KEYS = ("frames_per_video", "crop_scale", "checkpoint_step")
+# protocol['evaluation']: the training dataset's own test split, or a dataset never trained on.
+EVALUATIONS = ("in-domain", "cross-dataset")
 
 
 def _frame_block(frame, hist, sel, num_bins, calibrated_threshold):
@@ -71,7 +74,10 @@ def summarize(
     against ALL originals of the same compression scope (so originals' false positives count
     in every method's accuracy); its pixel metrics cover only that method's frames. The
     ``all`` rows take every frame, originals included, so originals add false positive pixels.
-    Groups without frames are left out.
+    Groups without frames are left out, and so is the ``original`` row when there are no
+    pixel counts (classifiers, datasets without masks): it is there for the originals' false
+    positive pixels; its frame and video AUC, EER and AP are undefined (one class) and its
+    accuracy is every row's ``accuracy_real``.
 
     Args:
       sums: host int64 counts ``frame`` [M, C, 4], ``hist`` [M, C, 2, bins], optional
@@ -111,7 +117,7 @@ def summarize(
             continue
         method_sets = [("all", np.ones(num_methods, bool), np.ones(num_methods, bool))]
         for m, name in enumerate(method_names):
-            if frames[m, comp_sel].sum():
+            if frames[m, comp_sel].sum() and (m or pixel is not None):
                 only = np.arange(num_methods) == m
                 method_sets.append((name, only | (np.arange(num_methods) == 0), only))
         rows = {}
@@ -193,15 +199,18 @@ class EvalResult:
         return _markdown(self.to_dict())
 
 
-def write_report(result: EvalResult, workdir, split: str, protocol: Mapping[str, Any] | None = None):
-    """Writes ``eval_<split>.json`` and ``eval_<split>.md`` to the workdir and prints the table.
+def write_report(result: EvalResult, workdir, split: str, protocol: Mapping[str, Any] | None = None,
+                 name: str | None = None):
+    """Writes ``eval_<name>.json`` and ``eval_<name>.md`` to the workdir and prints the table.
 
     Args:
       result: from ``Evaluator.evaluate``.
       workdir: output folder (created).
       split: the split evaluated (``val``, ``test``...).
+      name: the files' name (default: the split; ``<dataset>_<split>`` for another dataset).
       protocol: protocol fields to add; with the result's own they must name
-        ``frames_per_video``, ``crop_scale`` and ``checkpoint_step`` (None when unknown).
+        ``frames_per_video``, ``crop_scale`` and ``checkpoint_step`` (None when unknown);
+        an ``evaluation`` field must be one of ``EVALUATIONS``.
 
     Returns:
       (json_path, md_path). Only process 0 writes and prints.
@@ -214,9 +223,12 @@ def write_report(result: EvalResult, workdir, split: str, protocol: Mapping[str,
             f"The evaluation protocol lacks {missing}: pass them to write_report(protocol=...) "
             "or Evaluator.evaluate(protocol=...), None where unknown."
         )
+    if "evaluation" in merged and merged["evaluation"] not in EVALUATIONS:
+        raise ValueError(f"protocol['evaluation']={merged['evaluation']!r} must be one of {EVALUATIONS}.")
     report = EvalResult(result.metrics, merged, result.throughput, result.sums)
     workdir = paths.path(workdir)
-    json_path, md_path = workdir / f"eval_{split}.json", workdir / f"eval_{split}.md"
+    name = split if name is None else name
+    json_path, md_path = workdir / f"eval_{name}.json", workdir / f"eval_{name}.md"
     if jax.process_index() == 0:
         report.to_json(json_path)
         table = report.to_markdown()
@@ -244,6 +256,8 @@ _COLUMNS = (
     ("Video Acc", "video", "accuracy", True),
     ("Video Acc@cal", "video", "accuracy_calibrated", True),
     ("Video AUC", "video", "auc", True),
+    ("Video EER", "video", "eer", True),
+    ("Video AP", "video", "ap", True),
     ("IoU", "pixel", "iou_fake", True),
     ("IoU/img", "pixel", "iou_fake_per_image", True),
     ("mIoU", "pixel", "iou_mean", True),
@@ -259,30 +273,134 @@ _COLUMNS = (
 def _markdown(result: Mapping[str, Any]) -> str:
     protocol, speed, table = result["protocol"], result["throughput"], result["metrics"]
     rows = [(scope, method, blocks) for scope, by_method in table.items() for method, blocks in by_method.items()]
-    # A column is shown when some row has it (no pixel columns for classifiers, no
-    # calibrated accuracy without a calibrated threshold).
+    # A column is shown when some row has it (no pixel columns for classifiers or datasets
+    # without masks, no calibrated accuracy without a calibrated threshold).
     columns = [c for c in _COLUMNS if any(c[2] in blocks.get(c[1], {}) for _, _, blocks in rows)]
-    lines = [f"# Evaluation: {protocol.get('split', '?')}", "", "| Protocol | Value |", "|---|---|"]
+    shown = {(block, key) for _, block, key, _ in columns}
+    with_videos = any("video" in blocks for _, _, blocks in rows)
+    title = protocol.get("split", "?")
+    if protocol.get("evaluation"):
+        title += f" ({protocol['evaluation']})"
+    lines = [f"# Evaluation: {title}", "", "| Protocol | Value |", "|---|---|"]
     lines += [f"| {k} | {v if isinstance(v, str) else json.dumps(v)} |" for k, v in protocol.items()]
+    notes = [("Metrics in %, thresholds (Oracle t) as probabilities. A method's row pits its fakes "
+              "against all originals of the scope")]
+    if ("pixel", "iou_fake") in shown:
+        notes[0] += ("; its pixel metrics cover only its own frames. IoU and F1 count every pixel "
+                     "of the scope at once; IoU/img and F1/img average each manipulated frame's own.")
+    else:
+        notes[0] += "."
+        if protocol.get("pixel_metrics") is False and protocol.get("task") == "segmentation":
+            notes.append("No pixel metrics: this split has no ground-truth masks. Frame scores "
+                         "still come from the model's mask prediction.")
+    notes.append("Oracle t is the threshold best on this split itself, not a result.")
+    if ("frame", "accuracy_calibrated") in shown:
+        notes.append("Calibrated accuracies use the threshold validation chose for the checkpoint.")
     lines += [
         "",
         f"{speed['frames']} frames in {speed['seconds']:.1f} s: {speed['frames_per_second']:.1f} "
         f"frames/s after {speed['compile_seconds']:.1f} s of compilation "
         f"({speed['input_wait_seconds']:.1f} s waiting for input).",
         "",
-        "Metrics in %, thresholds (Oracle t) as probabilities. A method's row pits its fakes "
-        "against all originals of the scope; its pixel metrics cover only its own frames. IoU "
-        "and F1 count every pixel of the scope at once; IoU/img and F1/img average each "
-        "manipulated frame's own. Oracle t is the threshold best on this split itself, not a "
-        "result; calibrated accuracies use the threshold validation chose for the checkpoint.",
+        " ".join(notes),
         "",
-        "| Scope | Method | Frames real/fake | Videos real/fake | " + " | ".join(c[0] for c in columns) + " |",
-        "|---|---|---:|---:|" + "---:|" * len(columns),
+        ("| Scope | Method | Frames real/fake | " + ("Videos real/fake | " if with_videos else "")
+         + " | ".join(c[0] for c in columns) + " |"),
+        "|---|---|---:|" + ("---:|" if with_videos else "") + "---:|" * len(columns),
     ]
     for scope, method, blocks in rows:
         frame, video = blocks["frame"], blocks.get("video", {})
         cells = [scope, method, f"{frame['num_real']}/{frame['num_fake']}"]
-        cells.append(f"{video['num_real']}/{video['num_fake']}" if video else "n/a")
+        if with_videos:
+            cells.append(f"{video['num_real']}/{video['num_fake']}" if video else "n/a")
         cells += [_fmt(blocks.get(block, {}).get(key), pct) for _, block, key, pct in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# The side-by-side table: (header, block, key) of each report's overall row, in percent.
+_SIDE_BY_SIDE = (
+    ("Acc", "frame", "accuracy"),
+    ("Acc@cal", "frame", "accuracy_calibrated"),
+    ("AUC", "frame", "auc"),
+    ("AP", "frame", "ap"),
+    ("EER", "frame", "eer"),
+    ("Video AUC", "video", "auc"),
+    ("Video AP", "video", "ap"),
+    ("Video EER", "video", "eer"),
+    ("IoU", "pixel", "iou_fake"),
+)
+
+
+def _overall(name: str, report: Mapping[str, Any]) -> dict:
+    """The defined overall metrics of one report, as ``{"frame": {...}, ...}`` plus counts."""
+    try:
+        row = report["metrics"]["all"]["all"]
+    except (KeyError, TypeError):
+        raise ValueError(f"side_by_side: report {name!r} has no metrics['all']['all'] row: pass the "
+                         "dict of an eval_<split>.json (EvalResult.to_dict()).") from None
+    out: dict[str, Any] = {}
+    for _, block, key in _SIDE_BY_SIDE:
+        value = row.get(block, {}).get(key)
+        if value is not None:  # undefined, or a block the dataset has none of: left blank
+            out.setdefault(block, {})[key] = value
+    for block in ("frame", "video"):
+        if block in row:
+            out[f"num_{block}s"] = {"real": row[block]["num_real"], "fake": row[block]["num_fake"]}
+    protocol = report.get("protocol", {})
+    out["protocol"] = {k: protocol[k] for k in ("evaluation", "dataset", "split", "checkpoint_step") if k in protocol}
+    return out
+
+
+def side_by_side(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown row per report: its overall frame, video and pixel metrics side by side.
+
+    Args:
+      reports: ``{display name: report}``, a report being the dict of an ``eval_<split>.json``
+        (``EvalResult.to_dict()``), e.g. ``{"FF++ c23 test (in-domain)": ..., "Celeb-DF v2
+        test (cross-dataset)": ...}``, in the order the rows should have.
+
+    Returns:
+      Markdown: frame accuracy, AUC, AP and EER, video AUC, AP and EER, pixel IoU of the fake
+      class, frames and videos (real/fake). A column is shown when some report has it; a
+      report without it (no pixel masks, no calibrated threshold) has a blank cell.
+    """
+    if not reports:
+        raise ValueError("side_by_side: no reports given.")
+    rows = {name: _overall(name, report) for name, report in reports.items()}
+    columns = [c for c in _SIDE_BY_SIDE if any(c[2] in r.get(c[1], {}) for r in rows.values())]
+    lines = [
+        "| Dataset | " + " | ".join(c[0] for c in columns) + " | Frames real/fake | Videos real/fake |",
+        "|---|" + "---:|" * (len(columns) + 2),
+    ]
+    for name, row in rows.items():
+        cells = [name.replace("|", "\\|")]
+        cells += [_fmt(row[block][key]) if key in row.get(block, {}) else "" for _, block, key in columns]
+        for count in ("num_frames", "num_videos"):
+            cells.append(f"{row[count]['real']}/{row[count]['fake']}" if count in row else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_side_by_side(path_prefix, reports: Mapping[str, Mapping[str, Any]]):
+    """Writes ``<path_prefix>.md`` (``side_by_side``) and ``<path_prefix>.json``.
+
+    Args:
+      path_prefix: the output path without suffix (its folder is created); a gs:// URL works.
+      reports: ``{display name: report dict}`` as for ``side_by_side``.
+
+    Returns:
+      (json_path, md_path). The JSON is ``{display name: {"frame": {...}, "video": {...},
+      "pixel": {...}, "num_frames": {"real", "fake"}, "num_videos": {...}, "protocol":
+      {evaluation, dataset, split, checkpoint_step}}}`` with the defined metrics as fractions;
+      a block or metric a report lacks is absent, never null. Only process 0 writes.
+    """
+    table = side_by_side(reports)
+    rows = {name: _overall(name, report) for name, report in reports.items()}
+    prefix = paths.path(path_prefix)
+    json_path, md_path = prefix.parent / f"{prefix.name}.json", prefix.parent / f"{prefix.name}.md"
+    if jax.process_index() == 0:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
+        md_path.write_text(table)
+    return json_path, md_path
