@@ -228,6 +228,11 @@ def _check_settings(methods, compressions, masks_for, num_frames, frame_size, fp
     no_masks = [m for m in masks_for if m in forgeries.METHODS_WITHOUT_MASKS]
     if no_masks:
         raise ValueError(f"masks_for={masks_for!r}: FF++ ships no masks for {no_masks}.")
+    return masks_for, _check_video_settings(num_frames, frame_size, fps)
+
+
+def _check_video_settings(num_frames, frame_size, fps) -> tuple[int, int]:
+    """Checks what every generated tree shares; returns (width, height) as ints."""
     if int(num_frames) < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
     width, height = (int(v) for v in frame_size)
@@ -237,12 +242,39 @@ def _check_settings(methods, compressions, masks_for, num_frames, frame_size, fp
         )
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}.")
-    return masks_for, (width, height)
+    return width, height
 
 
 def _seed(*parts) -> list[int]:
     """Entropy for numpy from the tree seed and names: stable across runs and processes."""
     return [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
+
+
+def _write_marker(root: Path, generator: str, seed: int, **info) -> None:
+    """Creates `root` and marks it as generated (before any video is written)."""
+    root.mkdir(parents=True, exist_ok=True)
+    record = {"generator": f"ffjax.testing.{generator}", "seed": int(seed), **info}
+    (root / GENERATED_MARKER).write_text(json.dumps(record) + "\n")
+
+
+def _drawn_face(seed: int, key: str) -> np.ndarray:
+    """The procedurally drawn face of subject `key`."""
+    return subjects_lib.draw_face(np.random.default_rng(_seed(seed, "face", key)))
+
+
+def _scene(seed: int, key: str, face: np.ndarray, num_frames: int, frame_size) -> scene_lib.Scene:
+    """The scene of video `key`: its own background, path and clothes around `face`."""
+    rng = np.random.default_rng(_seed(seed, "scene", key))
+    return scene_lib.make_scene(rng, face, num_frames, *frame_size)
+
+
+def _forge(
+    seed: int, method: str, name: str, target: scene_lib.Scene, source_face, target_frames
+) -> forgeries.Forgery:
+    """The fake `name` of a target video in a method's style, its randomness keyed by name."""
+    rng = np.random.default_rng(_seed(seed, "fake", method, name))
+    params = forgeries.forgery_params(method, rng, target.face, source_face)
+    return forgeries.forge(method, target_frames, target.boxes, params)
 
 
 def _write(path: Path, frames: np.ndarray, compression: str, fps: float) -> Path:
@@ -318,21 +350,16 @@ def make_ffpp_tree(
         if not subjects:
             raise ValueError("subjects is empty: give at least one face image, or None.")
     # Everything is checked: mark the tree as generated before writing any video.
-    root.mkdir(parents=True, exist_ok=True)
-    (root / GENERATED_MARKER).write_text(json.dumps(
-        {"generator": "ffjax.testing.make_ffpp_tree", "seed": int(seed), "methods": list(methods)}
-    ) + "\n")
+    _write_marker(root, "make_ffpp_tree", seed, methods=list(methods))
     ordered = [(s, p) for s in SPLITS for p in by_split[s]]
     ids = list(dict.fromkeys(i for _, p in ordered for i in p))
-    width, height = frame_size
 
     def scene_of(vid: str) -> scene_lib.Scene:
         if subjects is None:
-            face = subjects_lib.draw_face(np.random.default_rng(_seed(seed, "face", vid)))
+            face = _drawn_face(seed, vid)
         else:
             face = subjects[ids.index(vid) % len(subjects)]
-        rng = np.random.default_rng(_seed(seed, "scene", vid))
-        return scene_lib.make_scene(rng, face, num_frames, width, height)
+        return _scene(seed, vid, face, num_frames, frame_size)
 
     originals, fakes = [], []
     face_boxes, regions, mask_regions = {}, {}, {}
@@ -349,11 +376,9 @@ def make_ffpp_tree(
         for target, source in ((a, b), (b, a)):
             name = f"{target}_{source}"
             for method in methods:
-                rng = np.random.default_rng(_seed(seed, "fake", method, name))
-                params = forgeries.forgery_params(
-                    method, rng, scenes[target].face, scenes[source].face
+                fake = _forge(
+                    seed, method, name, scenes[target], scenes[source].face, frames[target]
                 )
-                fake = forgeries.forge(method, frames[target], scenes[target].boxes, params)
                 regions[(method, name)] = fake.region
                 mask_file = None
                 if method in masks_for:
