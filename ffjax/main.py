@@ -4,6 +4,7 @@ r"""`ffjax train` and `ffjax eval`: parse flags and hand over, nothing else.
       exit status 0: reached num_train_steps; 143: stopped by SIGTERM after saving (resumable);
       1: failed (in a multi-process run, on this host or on another one, which the log names)
   ffjax eval  --config default --workdir /tmp/run --split test [--checkpoint best]
+  ffjax eval  --config default --workdir /tmp/run --dataset celebdf_v2   # cross-dataset, beside FF++'s test
 
 `--config` takes a packaged config's name (`ffjax/configs/`) or a config file's path.
 """
@@ -20,6 +21,8 @@ flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, repor
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and validate), or only evaluate a checkpoint.")
 flags.DEFINE_string("split", "test", "eval mode: the split to evaluate.")
 flags.DEFINE_string("checkpoint", "latest", "eval mode: 'latest', 'best', or a step number.")
+flags.DEFINE_string("dataset", None, "eval mode: another built dataset (celebdf_v2, dfdc): a cross-dataset evaluation.")
+flags.DEFINE_string("dataset_config", None, "eval mode: that dataset's build (default: the one with the training crops).")
 config_flags.DEFINE_config_file(
     "config", None, f"A packaged config ({', '.join(configs.names())}) or a config file's path.", lock_config=True
 )
@@ -44,7 +47,8 @@ def main(argv):
             failure_watch.exit_after_failure(e)
             raise
     else:
-        evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint)
+        evaluation.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, split=FLAGS.split, checkpoint=FLAGS.checkpoint,
+                                       dataset=FLAGS.dataset, dataset_config=FLAGS.dataset_config)
 
 
 def run(argv, mode: str) -> None:

@@ -275,6 +275,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: j
                         watch: failure_watch.FailureWatch) -> dict:
     """`train_and_evaluate` once the workdir is held."""
     train_split = pipeline.open_split(config.dataset, config.dataset.train_split)
+    if tasks.from_config(config).uses_masks and not train_split.has_masks:
+        # All-zero masks would teach "nothing is manipulated" without a word.
+        raise ValueError(
+            f"config.dataset {config.dataset.name}/{config.dataset.config_name} split {config.dataset.train_split!r} "
+            f"has no pixel masks, and model {config.model!r} trains on them: train a classifier on it (e.g. "
+            "--config.model=resnet34), build it with masks (DFDC: --mask_mode derived), or evaluate on it only "
+            "(ffjax eval --dataset)."
+        )
     fingerprint = train_split.fingerprint()
     tx = optim.make_optimizer(config)
     graphdef, state = state_lib.create_train_state(config, mesh, tx)

@@ -17,15 +17,21 @@ METHODS_WITH_MASKS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 # official split and different originals (actors/), so neither is in the default set.
 OPT_IN_METHODS = ("FaceShifter", "DeepFakeDetection")
 ORIGINAL = "original"
+# The fakes of the cross-dataset test sets (tfds_builders/celebdf_v2, dfdc): evaluated, never
+# trained on; their reals are `original` too.
+CROSS_DATASET_METHODS = ("Celeb-synthesis", "DFDC")
 # `method_id` in a batch indexes this tuple: never reorder it, only append.
-METHOD_NAMES = (ORIGINAL,) + METHODS_WITH_MASKS + OPT_IN_METHODS
+METHOD_NAMES = (ORIGINAL,) + METHODS_WITH_MASKS + OPT_IN_METHODS + CROSS_DATASET_METHODS
 FAKE_METHODS = METHODS_WITH_MASKS + OPT_IN_METHODS
 DEFAULT_METHODS = METHODS_WITH_MASKS
 # Methods for which the FF++ download never contains a masks folder.
 METHODS_WITHOUT_SHIPPED_MASKS = ("FaceShifter",)
 DFD = "DeepFakeDetection"
-# `compression_id` in a batch indexes this tuple.
 COMPRESSIONS = ("raw", "c23", "c40")
+# `compression_id` in a batch indexes this tuple: FF++'s levels, then the cross-dataset sets'
+# videos as their authors released them.
+AS_RELEASED = "as_released"
+COMPRESSION_NAMES = COMPRESSIONS + (AS_RELEASED,)
 SPLITS = ("train", "val", "test")
 # At the root of a tree written by ffjax.testing.make_ffpp_tree (generated, not FF++): the
 # builder records it, so a checkpoint says it was trained on generated data.

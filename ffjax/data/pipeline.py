@@ -42,19 +42,19 @@ def dataset_dir(data_dir: str, name: str, config_name: str) -> str:
     Raises:
       FileNotFoundError: naming the config settings, what is there, and the build command.
     """
-    if name != store.DATASET_NAME:
-        raise ValueError(f"config.dataset.name={name!r}: ffjax reads the {store.DATASET_NAME!r} dataset.")
+    if name not in store.DATASET_NAMES:
+        raise ValueError(f"config.dataset.name={name!r}: ffjax reads the datasets {store.DATASET_NAMES}.")
     if paths.is_url(data_dir):
         # array_record's reader opens local files only (random access by the C++ reader); a
         # bucket fails deep in a worker. Checkpoints and logs can live in the bucket.
         raise ValueError(
             f"config.dataset.data_dir={data_dir!r}: the built dataset must be on a local or mounted "
             "disk (array_record reads local files only). Copy it to each host "
-            f"(gcloud storage cp -r {data_dir.rstrip('/')}/{store.DATASET_NAME} ~/tensorflow_datasets/) or mount "
+            f"(gcloud storage cp -r {data_dir.rstrip('/')}/{name} ~/tensorflow_datasets/) or mount "
             "the bucket (gcsfuse) and point data_dir there."
         )
     try:
-        return str(store.dataset_dir(data_dir, config_name))
+        return str(store.dataset_dir(data_dir, config_name, name=name))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"config.dataset.data_dir={data_dir!r} / config.dataset.config_name={config_name!r}: {e}") from None
 
@@ -83,6 +83,12 @@ class Split:
                 return dict(json.load(f).get("config", {}))
         except (OSError, ValueError):
             return {}
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the fakes carry pixel masks (False for the cross-dataset test sets, whose
+        records hold an all-zero mask: pixel metrics there would be meaningless)."""
+        return bool(self.build_settings.get("pixel_masks", True))
 
     def fingerprint(self) -> str:
         """A short hash of what was built: config, version, split sizes, file checksums."""
@@ -145,7 +151,7 @@ def to_example(record: dict) -> dict[str, np.ndarray]:
         "mask": np.asarray(record["mask"], np.uint8),
         "label": np.int32(record["label"]),
         "method_id": np.int32(ffpp.METHOD_NAMES.index(_text(record["method"]))),
-        "compression_id": np.int32(ffpp.COMPRESSIONS.index(_text(record["compression"]))),
+        "compression_id": np.int32(ffpp.COMPRESSION_NAMES.index(_text(record["compression"]))),
     }
 
 

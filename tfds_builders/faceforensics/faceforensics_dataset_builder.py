@@ -171,7 +171,58 @@ def make_config(**overrides) -> FaceforensicsConfig:
     return FaceforensicsConfig(name=name, description=description, **fields)
 
 
-def _run_groups(work, groups, workers: int):
+def record_features(size: int) -> tfds.features.FeaturesDict:
+    """The record schema every ffjax dataset shares (FF++, Celeb-DF v2, DFDC), `size` px crops."""
+    return tfds.features.FeaturesDict(
+        {
+            # Raw bytes, compressed by array_record with each record: decoding a 256 px
+            # PNG crop took 1.4 ms per frame, most of the training reader's host time
+            # (docs/performance.md); the pixels are the same, bit for bit.
+            "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES),
+            "mask": tfds.features.Tensor(shape=(size, size), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES),
+            "label": tfds.features.ClassLabel(names=["real", "fake"]),
+            "method": tfds.features.Text(),
+            "compression": tfds.features.Text(),
+            "video_id": tfds.features.Text(),
+            "frame_index": tfds.features.Scalar(dtype=np.int32),
+            "face_box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+            "crop_box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+            "mask_source": tfds.features.Text(),
+        }
+    )
+
+
+def generate_split(builder, split_plan: plan_lib.SplitPlan, options: process.Options, fields: dict, workers: int,
+                   dataset: str):
+    """Yields a split's examples, group by group, and writes its manifest when done.
+
+    Args:
+      builder: the TFDS builder (its `data_dir` receives the manifest).
+      split_plan: what to process.
+      options: the workers' build settings.
+      fields: the data settings recorded in the manifest.
+      workers: decoding processes (0: in this process).
+      dataset: the dataset's name, in progress bars and errors.
+    """
+    manifest = manifest_lib.SplitManifest(split_plan, fields, workers)
+    work = functools.partial(process.process_group, options=options)
+    with tqdm.tqdm(total=len(split_plan.groups), unit=" groups", desc=f"{dataset} {split_plan.split}",
+                   mininterval=2.0) as bar:
+        for result in run_groups(work, split_plan.groups, workers):
+            bar.update(1)
+            manifest.add(result)
+            yield from result.examples
+    if manifest.examples == 0:
+        raise ValueError(
+            f"{dataset}: every frame of split {split_plan.split} was skipped "
+            f"({manifest.to_json()['skipped_counts']}); check the files named in the "
+            "reasons, or the settings of the config."
+        )
+    # builder.data_dir is TFDS's temporary folder here; it becomes the dataset folder.
+    manifest.write(builder.data_dir)
+
+
+def run_groups(work, groups, workers: int):
     """Yields `work(group)` for every group, in completion order, with `workers` processes.
 
     At most two tasks per worker are in flight, so finished results (tens of MB for a
@@ -198,7 +249,7 @@ def _run_groups(work, groups, workers: int):
                         pending.add(pool.submit(work, group))
     except BrokenProcessPool as e:
         raise RuntimeError(
-            "faceforensics: the worker processes died while starting or decoding. When "
+            "the worker processes died while starting or decoding. When "
             "building from your own script, put the call under `if __name__ == '__main__':` "
             "(workers are spawned and import your main module), or pass num_workers=0."
         ) from e
@@ -254,27 +305,7 @@ folder it wrote as manual_dir:
                 "FaceForensics++ face crops of evenly spaced frames with the per-pixel mask "
                 "of manipulated pixels (all zero for originals)."
             ),
-            features=tfds.features.FeaturesDict(
-                {
-                    # Raw bytes, compressed by array_record with each record: decoding a 256 px
-                    # PNG crop took 1.4 ms per frame, most of the training reader's host time
-                    # (docs/performance.md); the pixels are the same, bit for bit.
-                    "image": tfds.features.Tensor(
-                        shape=(size, size, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
-                    ),
-                    "mask": tfds.features.Tensor(
-                        shape=(size, size), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
-                    ),
-                    "label": tfds.features.ClassLabel(names=["real", "fake"]),
-                    "method": tfds.features.Text(),
-                    "compression": tfds.features.Text(),
-                    "video_id": tfds.features.Text(),
-                    "frame_index": tfds.features.Scalar(dtype=np.int32),
-                    "face_box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-                    "crop_box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-                    "mask_source": tfds.features.Text(),
-                }
-            ),
+            features=record_features(size),
             homepage="https://github.com/ondyari/FaceForensics",
             citation=citation,
         )
@@ -332,21 +363,4 @@ folder it wrote as manual_dir:
         # The manifest records the threshold actually used, not None.
         fields = dict(config.data_fields(), diff_threshold=options.diff_threshold,
                       generated_data=getattr(self, "_generated", False))
-        manifest = manifest_lib.SplitManifest(split_plan, fields, workers)
-        work = functools.partial(process.process_group, options=options)
-        with tqdm.tqdm(
-            total=len(split_plan.groups), unit=" targets",
-            desc=f"faceforensics {split_plan.split}", mininterval=2.0,
-        ) as bar:
-            for result in _run_groups(work, split_plan.groups, workers):
-                bar.update(1)
-                manifest.add(result)
-                yield from result.examples
-        if manifest.examples == 0:
-            raise ValueError(
-                f"faceforensics: every frame of split {split_plan.split} was skipped "
-                f"({manifest.to_json()['skipped_counts']}); check the files named in the "
-                "reasons, or the thresholds and mask_mode of the config."
-            )
-        # self.data_dir is TFDS's temporary folder here; it becomes the dataset folder.
-        manifest.write(self.data_dir)
+        yield from generate_split(self, split_plan, options, fields, workers, "faceforensics")

@@ -136,7 +136,12 @@ def format_summary(manifests: dict[str, dict], dataset_dir=None) -> str:
     Returns:
       The summary text.
     """
-    lines = [f"FaceForensics++ dataset at {dataset_dir}"] if dataset_dir else []
+    titles = {"faceforensics": "FaceForensics++", "celebdf_v2": "Celeb-DF v2", "dfdc": "DFDC"}
+    if dataset_dir:
+        name = Path(dataset_dir).parent.parent.name  # <data_dir>/<dataset>/<config>/<version>
+        lines = [f"{titles.get(name, 'FaceForensics++')} dataset at {dataset_dir}"]
+    else:
+        lines = []
     for split, m in manifests.items():
         named, found = sum(m["videos_named"].values()), sum(m["videos_found"].values())
         per_method = ", ".join(
@@ -148,7 +153,8 @@ def format_summary(manifests: dict[str, dict], dataset_dir=None) -> str:
             f"kept {m['frames_kept']} frames of {m['videos_kept']} videos",
             f"  frames by method: {_fmt_counts(m['frames_by_method'])}",
             f"  skipped: {_fmt_counts(m['skipped_counts'])}",
-            f"  fake-pixel fraction: {_fmt_counts(m['fake_pixel_fraction'], lambda v: f'{v:.3f}')}",
+            f"  fake-pixel fraction: {_fmt_counts(m['fake_pixel_fraction'], lambda v: f'{v:.3f}')}"
+            if m.get("config", {}).get("pixel_masks", True) else "  fake-pixel fraction: no masks (none ship with this dataset)",
             f"  mask source: {_fmt_counts(m['mask_sources'])}; "
             f"face box from: {_fmt_counts(m['box_sources'])}",
         ]

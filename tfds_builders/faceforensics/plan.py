@@ -102,7 +102,7 @@ def _mask_source(root: Path, method: str, mask_mode: str) -> Path | None:
     return None
 
 
-def _add(plan: SplitPlan, ref: ffpp.VideoRef) -> bool:
+def add_named(plan: SplitPlan, ref: ffpp.VideoRef) -> bool:
     """Counts a named video and records it as missing if it is not on disk."""
     plan.named[ref.method] = plan.named.get(ref.method, 0) + 1
     if ref.path.is_file():
@@ -139,13 +139,13 @@ def _plan_official(root, compression, methods, mask_sources, mask_mode, split_di
         for target in originals:
             ref = ffpp.video_ref(root, ffpp.ORIGINAL, compression, target)
             named.add(ref.path)
-            original = ref if _add(plan, ref) else None
+            original = ref if add_named(plan, ref) else None
             fakes = []
             for method in methods:
                 for name in sorted(fakes_of[target]):
                     fake = ffpp.video_ref(root, method, compression, name)
                     named.add(fake.path)
-                    if _add(plan, fake):
+                    if add_named(plan, fake):
                         item = _fake_video(plan, fake, mask_sources[method], mask_mode)
                         if item is not None:
                             fakes.append(item)
@@ -190,11 +190,11 @@ def _plan_dfd(root, compression, masks, mask_mode, plans):
     for target in sorted(targets):
         plan = plans[ffpp.dfd_split_of(target)]
         ref = ffpp.video_ref(root, ffpp.ORIGINAL, compression, target)
-        original = ref if _add(plan, ref) else None
+        original = ref if add_named(plan, ref) else None
         fakes = []
         for name in fakes_by_target.get(target, []):
             fake = ffpp.video_ref(root, ffpp.DFD, compression, name)
-            _add(plan, fake)
+            add_named(plan, fake)
             item = _fake_video(plan, fake, masks, mask_mode)
             if item is not None:
                 fakes.append(item)

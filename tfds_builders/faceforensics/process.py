@@ -26,6 +26,8 @@ BOX_PREFERENCE = (
 )
 DETECTOR = "detector"
 CROP_SOURCES = ("mask", "detector")
+# The mask_source of a fake whose dataset ships no masks (Celeb-DF, DFDC): not a pixel label.
+MASK_UNAVAILABLE = "unavailable"
 
 # Manifest reasons decided while decoding.
 VIDEO_UNREADABLE = "video_unreadable"
@@ -54,6 +56,9 @@ class Options:
     diff_threshold: int
     face_detector_fallback: bool
     crop_source: str = DETECTOR
+    # False for the cross-dataset test sets (no masks ship): fakes get an all-zero mask with
+    # mask_source 'unavailable', and a fake without its original is framed on its own frames.
+    pixel_masks: bool = True
 
 
 @dataclasses.dataclass
@@ -280,21 +285,30 @@ def process_group(task: plan_lib.GroupTask, options: Options) -> GroupResult:
     result = GroupResult(task.target)
     decoded = _decode_videos(task, options, result)
     original_frames = decoded.get(task.original.video_id, {}) if task.original else {}
+    box_frames = original_frames
+    if not task.original and not options.pixel_masks and task.fakes:
+        # A lone fake of a test set without originals: framed as `ffjax predict` frames it.
+        box_frames = decoded.get(task.fakes[0].ref.video_id, {})
     boxes, windows = {}, {}
     if options.crop_source == DETECTOR:
         # The same detector and crop rule as `ffjax predict`, on the original: its fakes
         # share the box, so the framing cannot tell them apart, and derived masks are bounded
         # to the window the crop shows.
-        boxes = _detector_boxes(original_frames)
+        boxes = _detector_boxes(box_frames)
         windows = {i: crops.square_window(box, options.crop_scale) for i, (box, _) in boxes.items()}
     fake_masks, sources, methods = {}, {}, {}
     for fake in task.fakes:
         vid = fake.ref.video_id
-        if vid in decoded:
+        if vid not in decoded:
+            continue
+        if options.pixel_masks:
             fake_masks[vid], sources[vid] = _fake_masks(
                 fake, decoded[vid], original_frames, windows, options, result
             )
-            methods[vid] = fake.ref.method
+        else:
+            fake_masks[vid] = {i: np.zeros(f.shape[:2], np.uint8) for i, f in decoded[vid].items()}
+            sources[vid] = MASK_UNAVAILABLE
+        methods[vid] = fake.ref.method
     misframed = set()
     if options.crop_source != DETECTOR:
         boxes = _mask_boxes(fake_masks, methods, original_frames, options)
