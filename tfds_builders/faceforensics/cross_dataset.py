@@ -11,6 +11,7 @@ compression `as_released`.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from pathlib import Path
@@ -127,9 +128,9 @@ class CrossDatasetBuilder(tfds.core.GeneratorBasedBuilder):
             homepage=self.HOMEPAGE,
         )
 
+    @abc.abstractmethod
     def plan_splits(self, root: Path) -> dict[str, plan_lib.SplitPlan]:
-        """`{split: plan}` for the manual_dir `root` (subclasses)."""
-        raise NotImplementedError
+        """`{split: plan}` for the manual_dir `root` (each dataset's own layout)."""
 
     def pixel_masks(self, split: str) -> bool:
         """Whether `split`'s fakes carry pixel masks (derived), else `unavailable`."""
