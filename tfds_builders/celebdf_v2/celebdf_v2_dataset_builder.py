@@ -7,7 +7,6 @@ is the official `List_of_testing_videos.txt`; the rest is train.
 from __future__ import annotations
 
 import tensorflow_datasets as tfds
-from etils import epath
 
 from tfds_builders.celebdf_v2 import plan as plan_lib
 from tfds_builders.faceforensics import cross_dataset
@@ -35,12 +34,6 @@ Celeb-DF v2 is gated: fill in the form linked from {HOMEPAGE}, download and unzi
 folder as manual_dir:
 {plan_lib.EXPECTED_LAYOUT}
 """
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        """This file (see the FF++ builder's `code_path`)."""
-        return epath.Path(__file__)
 
     def plan_splits(self, root):
         return plan_lib.plan_splits(root)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow_datasets as tfds
-from etils import epath
 
 from tfds_builders.dfdc import plan as plan_lib
 from tfds_builders.faceforensics import cross_dataset
@@ -48,12 +47,6 @@ download the training parts and/or the public test set, unzip them and pass the 
 manual_dir:
 {plan_lib.EXPECTED_LAYOUT}
 """
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        """This file (see the FF++ builder's `code_path`)."""
-        return epath.Path(__file__)
 
     def plan_splits(self, root):
         config = self.builder_config

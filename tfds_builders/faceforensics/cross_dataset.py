@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import os
 from pathlib import Path
 
@@ -113,6 +114,12 @@ class CrossDatasetBuilder(tfds.core.GeneratorBasedBuilder):
 
     HOMEPAGE = ""
     DESCRIPTION = ""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        """The subclass's file (the reason is in the FF++ builder's `code_path`)."""
+        return epath.Path(inspect.getfile(cls))
 
     def __init__(self, *, num_workers: int | None = None, **kwargs):
         """Args: num_workers: overrides the config's worker count (it does not change data);
